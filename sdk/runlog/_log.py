@@ -1,0 +1,81 @@
+"""``log_event``, the one logger every other part of runlog goes through, and ``flush``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._payload import encode
+from ._runs import _state, current_run, get_runtime
+
+_MAX_ID = 2**63 - 1
+
+
+def _bad_event_type(event_type: object) -> TypeError | ValueError:
+    if not isinstance(event_type, str):
+        return TypeError(
+            f"runlog.log_event() needs the event type as a str such as 'task.claimed', "
+            f"got {type(event_type).__name__}"
+        )
+    return ValueError("runlog.log_event() needs a non-empty event type such as 'task.claimed'")
+
+
+def _check_id(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"runlog.log_event({name}=...) must be an int, got {type(value).__name__}")
+    if not 0 < value <= _MAX_ID:
+        raise ValueError(f"runlog.log_event({name}=...) must be a positive 64-bit id, got {value}")
+    return value
+
+
+def log_event(
+    event_type: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    run_id: int | None = None,
+    parent_run_id: int | None = None,
+) -> None:
+    """Log one event of the current run (or, with ``run_id=``, exactly the run given).
+
+    ``payload`` is any mapping; values JSON cannot hold are converted or stored as
+    their ``repr`` (marked under ``_runlog``), and a payload past the size cap is
+    truncated with a marker, so this never raises for what is inside the payload.
+    A wrong ``event_type`` or ``payload`` type raises at once.  The event is queued
+    for the background writer unless the process runs in sync mode.
+    """
+    if type(event_type) is not str or not event_type:
+        raise _bad_event_type(event_type)
+    if payload is not None and type(payload) is not dict and not isinstance(payload, Mapping):
+        raise TypeError(
+            f"runlog.log_event() payload must be a mapping such as a dict, "
+            f"got {type(payload).__name__}"
+        )
+    if run_id is None:
+        if parent_run_id is not None:
+            raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
+        run = current_run()
+        run_id, parent_run_id = run.run_id, run.parent_run_id
+    else:
+        _check_id("run_id", run_id)
+        if parent_run_id is not None:
+            _check_id("parent_run_id", parent_run_id)
+    runtime = _state.runtime or get_runtime()
+    runtime.sink.submit(
+        (time.time_ns(), run_id, parent_run_id, event_type, encode(payload, runtime.cap))
+    )
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every event logged so far is in the table; return False on timeout.
+
+    Events the store refused after its retries count as dropped, not pending, so this
+    returns even while the database is unusable.
+    """
+    runtime = _state.runtime
+    if runtime is None:
+        return True
+    return runtime.sink.flush(timeout)
+
+
+__all__ = ["flush", "log_event"]

@@ -1,0 +1,89 @@
+"""The contract every backend of the ``events`` table fulfils.
+
+A backend knows SQL and its driver, nothing else: batching, retries and drop counting
+live in the writer, run identity in ``_runs``.  Backends translate their driver's
+exceptions into the two kinds the writer acts on — :class:`StoreBusy` (another writer
+holds the lock or the server is briefly away: wait and retry) and :class:`StoreFault`
+(anything else: the batch cannot be written now).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Row = tuple[int, int, "int | None", str, str]
+"""One event ready for the table: (timestamp, run_id, parent_run_id, event_type, payload)."""
+
+
+class StoreBusy(Exception):
+    """Transient: the database is locked by another writer (or briefly unreachable)."""
+
+
+class StoreFault(Exception):
+    """The write failed for a reason waiting will not fix soon (read-only, full, gone)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the ``events`` table, with its payload decoded."""
+
+    id: int
+    timestamp: int
+    run_id: int
+    parent_run_id: int | None
+    event_type: str
+    payload: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Event:
+        raw = row[5]
+        if raw is None:
+            payload: dict[str, Any] = {}
+        elif isinstance(raw, str):
+            payload = json.loads(raw)
+        else:  # a driver that decodes JSON itself
+            payload = dict(raw)
+        return cls(int(row[0]), int(row[1]), int(row[2]), row[3], row[4], payload)
+
+
+class Store(Protocol):
+    """A connection to one ``events`` table; safe to call from several threads."""
+
+    url: str
+
+    def create(self) -> None:
+        """Create the database and schema if needed; raise ConfigurationError if unusable."""
+        ...
+
+    def start_run(self, timestamp: int, parent_run_id: int | None, payload: str) -> int:
+        """Insert a ``process.started`` row whose ``run_id`` equals its own ``id``; return it."""
+        ...
+
+    def write(self, rows: Sequence[Row]) -> None:
+        """Insert ``rows`` in one transaction: all of them or, on error, none."""
+        ...
+
+    def events(
+        self,
+        *,
+        run_id: int | None = None,
+        event_type: str | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Read events in ``id`` order, optionally filtered."""
+        ...
+
+    def close(self) -> None:
+        """Close connections; the store can reopen them on next use."""
+        ...
+
+    def abandon(self) -> None:
+        """Forget connections without closing them (in a forked child: they are the parent's)."""
+        ...
+
+
+__all__ = ["Event", "Row", "Store", "StoreBusy", "StoreFault"]

@@ -1,0 +1,241 @@
+"""The SQLite backend: one file, many writer processes (WAL, busy timeout, retries)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._errors import ConfigurationError
+from ._base import Event, Row, StoreBusy, StoreFault
+
+T = TypeVar("T")
+
+# Numbered migrations, applied in order inside one write transaction; the number of
+# the last one applied is the database's PRAGMA user_version.  Never edit one that
+# has shipped: append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS events (
+            id            INTEGER PRIMARY KEY,
+            timestamp     INTEGER NOT NULL,
+            run_id        INTEGER NOT NULL,
+            parent_run_id INTEGER,
+            event_type    TEXT NOT NULL,
+            payload       TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_timestamp ON events(timestamp)",
+        "CREATE INDEX IF NOT EXISTS events_run_id ON events(run_id)",
+        "CREATE INDEX IF NOT EXISTS events_parent_run_id ON events(parent_run_id)",
+        "CREATE INDEX IF NOT EXISTS events_event_type ON events(event_type)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT = (
+    "INSERT INTO events (timestamp, run_id, parent_run_id, event_type, payload)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+# How long one attempt lets SQLite's own busy handler wait; the writer retries on top.
+_BUSY_TIMEOUT_S = 2.0
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _translate(exc: sqlite3.Error) -> Exception:
+    return StoreBusy(str(exc)) if _is_busy(exc) else StoreFault(str(exc))
+
+
+def sqlite_path(db: str) -> Path:
+    """Map ``runlog.db``, ``/abs/path.db`` or ``sqlite:///path`` to a filesystem path."""
+    if db.startswith("sqlite:"):
+        parsed = urllib.parse.urlsplit(db)
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigurationError(
+                f"SQLite URL {db!r} names a host; use sqlite:///relative.db or "
+                "sqlite:////absolute/path.db"
+            )
+        raw = urllib.parse.unquote(parsed.path)
+        raw = raw[1:] if raw.startswith("/") else raw
+        if not raw:
+            raise ConfigurationError(f"SQLite URL {db!r} has no file path")
+        return Path(raw).expanduser()
+    return Path(db).expanduser()
+
+
+def _create_file(path: Path) -> None:
+    """Create the database file (and its folder) readable by its owner only."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigurationError(
+            f"runlog cannot create its SQLite database at {str(path)!r}: {exc.strerror}. "
+            "Set RUNLOG_DB (or init(db=...)) to a writable path."
+        ) from None
+    os.close(fd)
+
+
+class SQLiteStore:
+    """The ``events`` table in one SQLite file, shared by any number of processes."""
+
+    def __init__(self, db: str) -> None:
+        self.path = sqlite_path(db)
+        self.url = f"sqlite:///{self.path}"
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    # -- connection -------------------------------------------------------------
+    def create(self) -> None:
+        """Create the file and schema now, raising a clear error if the path is unusable."""
+        if self.path.is_dir():
+            raise ConfigurationError(f"RUNLOG_DB points at a directory: {str(self.path)!r}")
+        _create_file(self.path)
+        if not os.access(self.path, os.R_OK | os.W_OK):
+            raise ConfigurationError(
+                f"runlog's SQLite database {str(self.path)!r} is not writable by this process"
+            )
+        self._run(lambda conn: None)
+
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: never silently create a new, empty file after the first one vanished.
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=rw"
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=_BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version >= SCHEMA_VERSION:
+            return
+        with _transaction(conn):
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            for statements in MIGRATIONS[version:]:
+                for sql in statements:
+                    conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the connection, mapping SQLite errors to StoreBusy/StoreFault."""
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                return work(self._conn)
+            except sqlite3.Error as exc:
+                translated = _translate(exc)
+                if isinstance(translated, StoreFault):
+                    self._drop_connection()
+                raise translated from exc
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
+
+    # -- the Store protocol -------------------------------------------------------
+    def start_run(self, timestamp: int, parent_run_id: int | None, payload: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cur = conn.execute(
+                    _INSERT, (timestamp, 0, parent_run_id, "process.started", payload)
+                )
+                run_id = cur.lastrowid
+                assert run_id is not None
+                conn.execute("UPDATE events SET run_id = ? WHERE id = ?", (run_id, run_id))
+            return run_id
+
+        return self._run(work)
+
+    def write(self, rows: Sequence[Row]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(_INSERT, rows)
+
+        self._run(work)
+
+    def events(
+        self,
+        *,
+        run_id: int | None = None,
+        event_type: str | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[Event]:
+        where, params = ["id > ?"], [after_id]
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        if event_type is not None:
+            where.append("event_type = ?")
+            params.append(event_type)
+        sql = (
+            "SELECT id, timestamp, run_id, parent_run_id, event_type, payload FROM events"
+            f" WHERE {' AND '.join(where)} ORDER BY id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.query(sql, params)
+        return [Event.from_row(row) for row in rows]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query (``?`` placeholders) and return all rows."""
+        return self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+    def abandon(self) -> None:
+        # Closing an inherited SQLite connection in a forked child can corrupt the
+        # parent's locks; keep the object alive and never touch it again.
+        _abandoned.append(self._conn)
+        self._conn = None
+        self._lock = threading.RLock()
+
+
+_abandoned: list[Any] = []
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "sqlite_path"]

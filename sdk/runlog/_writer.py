@@ -1,0 +1,255 @@
+"""Getting events into the store: retries, drop accounting, and the background batcher.
+
+:class:`Persister` is the one core that talks to the store.  It waits out a lock held
+by another process (back-off for ``lock_timeout`` seconds), and only then gives a
+batch up, counting it in ``dropped`` and reporting the outage once through the
+``runlog`` logger; writing resumes by itself when the store works again.
+
+Two thin sinks sit on top of it:
+
+* :class:`BatchWriter` (the default) — ``submit`` is a ``deque.append`` on the caller's
+  thread; a daemon thread writes batches with ``executemany`` in one transaction.  No
+  lock is taken on the hot path.  A full queue blocks the caller (back-pressure) instead
+  of silently dropping.
+* :class:`SyncWriter` — ``submit`` commits before it returns (``init(sync=True)``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+from ._errors import forget_warning, logger, report_internal_error, warn_once
+from ._store import Row, Store, StoreBusy, StoreFault
+
+T = TypeVar("T")
+
+_OUTAGE = "store-outage"
+
+
+class Persister:
+    """Write to the store with retries; never raise; count what could not be written."""
+
+    def __init__(self, store: Store, lock_timeout: float) -> None:
+        self.store = store
+        self.lock_timeout = lock_timeout
+        self.dropped = 0
+        self._failing = False
+
+    def call(self, work: Callable[[], T]) -> T:
+        """Run ``work``, retrying while the store is busy; raise its last error after the wait."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                return work()
+            except StoreBusy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.5)
+
+    def write(self, rows: Sequence[Row]) -> bool:
+        """Write ``rows`` in one transaction; on failure count them as dropped."""
+        try:
+            self.call(lambda: self.store.write(rows))
+        except (StoreBusy, StoreFault) as exc:
+            self._drop(len(rows), exc)
+            return False
+        except Exception as exc:
+            self._drop(len(rows), exc)
+            report_internal_error("writing events", exc, reraise=False)
+            return False
+        if self._failing:
+            self._failing = False
+            forget_warning(_OUTAGE)
+            logger.warning(
+                "runlog is writing to %s again (%d events dropped so far)",
+                self.store.url,
+                self.dropped,
+            )
+        return True
+
+    def _drop(self, count: int, exc: BaseException) -> None:
+        self.dropped += count
+        self._failing = True
+        warn_once(
+            _OUTAGE,
+            "runlog could not write %d event(s) to %s and dropped them: %s "
+            "(reported once; writing resumes when the database is usable)",
+            count,
+            self.store.url,
+            exc,
+        )
+
+
+class Sink(Protocol):
+    """Where ``log_event`` hands its rows."""
+
+    persister: Persister
+
+    def submit(self, row: Row) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def close(self, timeout: float | None = None) -> bool: ...
+
+
+class SyncWriter:
+    """Commit each event before ``log_event`` returns."""
+
+    def __init__(self, persister: Persister) -> None:
+        self.persister = persister
+        self._lock = threading.Lock()
+
+    def submit(self, row: Row) -> None:
+        with self._lock:
+            self.persister.write((row,))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        return True
+
+
+class _Stop:
+    """Queue marker: write what came before, then end the thread."""
+
+
+_STOP = _Stop()
+
+
+class BatchWriter:
+    """Queue events on the caller's thread; write them in batches on a daemon thread."""
+
+    def __init__(
+        self,
+        persister: Persister,
+        *,
+        batch_size: int,
+        interval: float,
+        queue_size: int,
+        backpressure_timeout: float,
+    ) -> None:
+        self.persister = persister
+        self._batch_size = batch_size
+        self._interval = interval
+        self._queue_size = queue_size
+        self._backpressure_timeout = backpressure_timeout
+        self._queue: deque[Row | threading.Event | _Stop] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    # -- caller side ----------------------------------------------------------------
+    def submit(self, row: Row) -> None:
+        queue = self._queue
+        if self._thread is None:
+            self._start()
+        queue.append(row)
+        pending = len(queue)
+        if pending >= self._batch_size:
+            if not self._wake.is_set():
+                self._wake.set()
+            if pending >= self._queue_size:
+                self._wait_for_room()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything submitted before the call is written (or given up)."""
+        if self._thread is None or not self._thread.is_alive():
+            return not self._queue
+        done = threading.Event()
+        self._queue.append(done)
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, then stop the thread."""
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+        if thread is None or not thread.is_alive():
+            return not self._queue
+        self._queue.append(_STOP)
+        self._wake.set()
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._closed:
+                return
+            thread = threading.Thread(target=self._run, name="runlog-writer", daemon=True)
+            thread.start()
+            self._thread = thread
+
+    def _wait_for_room(self) -> None:
+        deadline = time.monotonic() + self._backpressure_timeout
+        with self._room:
+            while len(self._queue) >= self._queue_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._room.wait(min(remaining, 1.0)):
+                    if time.monotonic() >= deadline:
+                        warn_once(
+                            "backpressure",
+                            "runlog's event queue stayed full for %.0fs; continuing "
+                            "without waiting for it (events stay queued)",
+                            self._backpressure_timeout,
+                        )
+                        return
+
+    # -- writer thread --------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                if self._drain():
+                    return
+            except Exception as exc:  # never let the writer thread die
+                report_internal_error("draining the event queue", exc, reraise=False)
+
+    def _drain(self) -> bool:
+        """Write everything queued; honour markers in order; return True at the stop marker."""
+        queue, batch, size = self._queue, [], self._batch_size
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, tuple):
+                batch.append(item)
+                if len(batch) >= size:
+                    self._write(batch)
+                    batch = []
+                continue
+            if batch:
+                self._write(batch)
+                batch = []
+            if item is _STOP:
+                return True
+            assert isinstance(item, threading.Event)
+            item.set()
+        if batch:
+            self._write(batch)
+        return False
+
+    def _write(self, batch: list[Row]) -> None:
+        self.persister.write(batch)
+        with self._room:
+            self._room.notify_all()
+
+    def abandon(self) -> None:
+        """Forget queued rows and the thread (in a forked child: both are the parent's)."""
+        self._queue = deque()
+        self._thread = None
+        self._wake = threading.Event()
+        self._room = threading.Condition(threading.Lock())
+        self._start_lock = threading.Lock()
+
+
+__all__ = ["BatchWriter", "Persister", "Sink", "SyncWriter"]
