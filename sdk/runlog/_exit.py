@@ -45,9 +45,7 @@ def install(finish: Finish) -> None:
     atexit.register(_at_exit)
     previous_hook = sys.excepthook
 
-    def excepthook(
-        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         note_exception(exc)
         previous_hook(kind, exc, tb)
 
@@ -79,7 +77,7 @@ def _safe_str(exc: BaseException) -> str:
 def _wrap_sys_exit() -> None:
     original = sys.exit
 
-    def exit(status: object = None) -> Any:  # noqa: A001 - mirrors sys.exit
+    def exit(status: object = None) -> Any:
         if status is None:
             code = 0
         elif isinstance(status, int):
@@ -87,7 +85,7 @@ def _wrap_sys_exit() -> None:
         else:
             code = 1
         _info["exit_code"] = code
-        return original(status)
+        return original(status)  # type: ignore[arg-type]
 
     exit.__doc__ = original.__doc__
     exit.__wrapped__ = original  # type: ignore[attr-defined]
@@ -141,7 +139,7 @@ def after_fork() -> None:
     if util is not None:
         # multiprocessing clears its finalizers right after fork, then runs its
         # after-fork hooks: register the finalizer from one of those.
-        util.register_after_fork(_token, _register_mp_finalizer)  # type: ignore[attr-defined]
+        util.register_after_fork(_token, _register_mp_finalizer)
 
 
 class _Token:

@@ -20,6 +20,7 @@ import platform
 import socket
 import sys
 import threading
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -124,8 +125,6 @@ class Runtime:
 
 
 def _now() -> int:
-    import time
-
     return time.time_ns()
 
 
@@ -295,6 +294,18 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def reset_for_tests() -> None:
+    """Close the runtime without logging ``process.exited`` and forget the run (tests only)."""
+    runtime, _state.runtime = _state.runtime, None
+    if runtime is not None:
+        runtime.close()
+    _current.set(None)
+    if _state.inherited is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = _state.inherited
 
 
 def settings() -> Config:

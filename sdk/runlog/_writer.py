@@ -191,19 +191,20 @@ class BatchWriter:
             self._thread = thread
 
     def _wait_for_room(self) -> None:
+        """Back-pressure: block the caller until the writer has made room."""
         deadline = time.monotonic() + self._backpressure_timeout
         with self._room:
             while len(self._queue) >= self._queue_size:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._room.wait(min(remaining, 1.0)):
-                    if time.monotonic() >= deadline:
-                        warn_once(
-                            "backpressure",
-                            "runlog's event queue stayed full for %.0fs; continuing "
-                            "without waiting for it (events stay queued)",
-                            self._backpressure_timeout,
-                        )
-                        return
+                if remaining <= 0:
+                    warn_once(
+                        "backpressure",
+                        "runlog's event queue stayed full for %.0fs; continuing "
+                        "without waiting for it (events stay queued)",
+                        self._backpressure_timeout,
+                    )
+                    return
+                self._room.wait(min(remaining, 1.0))
 
     # -- writer thread --------------------------------------------------------------
     def _run(self) -> None:

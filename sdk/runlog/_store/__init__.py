@@ -16,9 +16,7 @@ def open_store(db: str) -> Store:
     scheme = db.split(":", 1)[0].lower() if "://" in db else ""
     if scheme in ("", "sqlite", "file"):
         return SQLiteStore(db[len("file://") :] if scheme == "file" else db)
-    raise ConfigurationError(
-        f"unsupported database URL {db!r}: use a file path or sqlite:///path"
-    )
+    raise ConfigurationError(f"unsupported database URL {db!r}: use a file path or sqlite:///path")
 
 
 __all__ = ["Event", "Row", "Store", "StoreBusy", "StoreFault", "open_store"]

@@ -190,7 +190,8 @@ class SQLiteStore:
         after_id: int = 0,
         limit: int | None = None,
     ) -> list[Event]:
-        where, params = ["id > ?"], [after_id]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after_id]
         if run_id is not None:
             where.append("run_id = ?")
             params.append(run_id)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a fresh runlog per test, real SQLite files, real child processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Internal errors of runlog raise (or are recorded) under our own tests.
+os.environ["RUNLOG_RAISE_INTERNAL_ERRORS"] = "1"
+os.environ.pop("PARENT_RUN_ID", None)
+for _name in [
+    n for n in os.environ if n.startswith("RUNLOG_") and n != "RUNLOG_RAISE_INTERNAL_ERRORS"
+]:
+    del os.environ[_name]
+
+
+@pytest.fixture(autouse=True)
+def fresh_runlog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test starts with no runlog state and its own working directory."""
+    from runlog import _errors, _runs
+
+    monkeypatch.chdir(tmp_path)
+    before = len(_errors.internal_errors())
+    _runs.reset_for_tests()
+    yield
+    _runs.reset_for_tests()
+    errors = _errors.internal_errors()[before:]
+    assert not errors, f"runlog reported internal errors: {errors!r}"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A path for a fresh SQLite database file."""
+    return tmp_path / "events.db"
