@@ -34,6 +34,8 @@ class Config:
     batch_size: int = 1_000
     flush_interval: float = 0.05
     """Seconds the background writer waits before writing a partial batch."""
+    thread_context: bool = True
+    """Threads and thread pools started inside a span run in the starter's context."""
     identity: Mapping[str, Any] = field(default_factory=dict)
     """Extra fields for the ``process.started`` payload."""
 
@@ -49,6 +51,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "queue_size": ("RUNLOG_QUEUE_SIZE", int),
     "batch_size": ("RUNLOG_BATCH_SIZE", int),
     "flush_interval": ("RUNLOG_FLUSH_INTERVAL", float),
+    "thread_context": ("RUNLOG_THREAD_CONTEXT", bool),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
