@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,20 @@ def child_env(db: Path | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+def script(code: str) -> str:
+    """Write ``code`` (dedented) to a file, so multiprocessing's spawn can re-import it."""
+    fd, path = tempfile.mkstemp(suffix=".py", prefix="child_")
+    with os.fdopen(fd, "w") as f:
+        f.write(textwrap.dedent(code))
+    return path
+
+
 def python(
     code: str, db: Path | None = None, *, check: bool = True, timeout: float = 120, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) in a fresh Python process and wait for it."""
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, script(code)],
         env=child_env(db, **extra),
         capture_output=True,
         text=True,
@@ -61,7 +70,7 @@ def python(
 def spawn(code: str, db: Path | None = None, **extra: str) -> subprocess.Popen[str]:
     """Start ``code`` in a Python process with pipes for a line-by-line conversation."""
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, script(code)],
         env=child_env(db, **extra),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

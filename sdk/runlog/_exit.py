@@ -135,24 +135,27 @@ def after_fork() -> None:
     _done_lock = threading.Lock()
     _info.clear()
     _info.update(reason="normal", exit_code=0)
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        # multiprocessing clears its finalizers right after fork, then runs its
-        # after-fork hooks: register the finalizer from one of those.
-        util.register_after_fork(_token, _register_mp_finalizer)
 
 
-class _Token:
-    """A weak-referenceable key for multiprocessing's after-fork registry."""
+def watch_multiprocessing_child() -> None:
+    """In a multiprocessing child, end the run from multiprocessing's own exit path.
 
-
-_token = _Token()
-
-
-def _register_mp_finalizer(_: object) -> None:
+    Such a child leaves through ``os._exit`` (fork, forkserver), which skips
+    ``atexit``; multiprocessing runs its finalizers first.  Called when a run starts,
+    which is after multiprocessing has reset its finalizer registry in the child.
+    """
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return
     import multiprocessing.util as util
 
     util.Finalize(None, finish_once, exitpriority=-100)
 
 
-__all__ = ["after_fork", "finish_once", "install", "note_exception"]
+__all__ = [
+    "after_fork",
+    "finish_once",
+    "install",
+    "note_exception",
+    "watch_multiprocessing_child",
+]

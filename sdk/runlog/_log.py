@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._payload import encode
-from ._runs import _state, current_run, get_runtime
+from ._runs import NoRun, _state, current_run, get_runtime
 
 _MAX_ID = 2**63 - 1
 
@@ -54,7 +54,11 @@ def log_event(
     if run_id is None:
         if parent_run_id is not None:
             raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
-        run = current_run()
+        try:
+            run = current_run()
+        except NoRun:
+            get_runtime().persister.dropped += 1
+            return
         run_id, parent_run_id = run.run_id, run.parent_run_id
     else:
         _check_id("run_id", run_id)

@@ -117,6 +117,7 @@ class Runtime:
         run_id = self.persister.call(lambda: self.store.start_run(ts, parent_run_id, payload))
         self.run = Run(run_id, parent_run_id, cfg.role, cfg.instance_id, os.getpid(), explicit)
         os.environ[ENV_VAR] = str(run_id)
+        _exit.watch_multiprocessing_child()
         return self.run
 
     def close(self) -> None:
@@ -136,6 +137,7 @@ class _State:
         self.lock = threading.RLock()
         self.inherited: str | None = os.environ.get(ENV_VAR)
         self.forked_from: int | None = None
+        self.retry_start_at = 0.0
 
 
 _state = _State()
@@ -149,7 +151,12 @@ def get_runtime() -> Runtime:
         return runtime
     with _state.lock:
         if _state.runtime is None:
-            _state.runtime = Runtime(resolve({}))
+            runtime = Runtime(resolve({}))
+            try:
+                runtime.create_store()
+            except StoreUnavailableError as exc:  # the writer retries; say so once
+                warn_once("implicit-create", "%s (runlog keeps retrying)", exc)
+            _state.runtime = runtime
             _exit.install(_finish)
         return _state.runtime
 
@@ -165,12 +172,31 @@ def current_run() -> Run:
     return _start_implicit()
 
 
+class NoRun(StoreUnavailableError):
+    """No run could be started implicitly: the database is unusable for now."""
+
+
+_RETRY_START_S = 5.0
+
+
 def _start_implicit() -> Run:
+    """Start the process's run on its first event; after a failure, retry after a pause.
+
+    The pause keeps an application that logs often from waiting out a lock on every
+    call while the database is unusable; events in that window count as dropped.
+    """
     runtime = get_runtime()
     with _state.lock:
         if runtime.run is None:
-            runtime.create_store()
-            runtime.start_run(parse_parent_run_id(_state.inherited), explicit=False)
+            if time.monotonic() < _state.retry_start_at:
+                raise NoRun("runlog could not start this process's run yet")
+            try:
+                runtime.create_store()
+                runtime.start_run(parse_parent_run_id(_state.inherited), explicit=False)
+            except (StoreUnavailableError, StoreBusy, StoreFault) as exc:
+                _state.retry_start_at = time.monotonic() + _RETRY_START_S
+                warn_once("implicit-start", "runlog could not start this process's run: %s", exc)
+                raise NoRun(str(exc)) from None
         assert runtime.run is not None
         return runtime.run
 
@@ -234,7 +260,10 @@ def init(
 
 
 def current_run_id() -> int:
-    """The ``run_id`` of the calling context (starting the run implicitly if needed)."""
+    """The ``run_id`` of the calling context (starting the run implicitly if needed).
+
+    Raises :class:`StoreUnavailableError` if no run exists and none can be started.
+    """
     return current_run().run_id
 
 
@@ -279,6 +308,7 @@ def _after_fork_in_child() -> None:
     parent_pid, _pid = _pid, os.getpid()
     _state.lock = threading.RLock()
     _state.forked_from = parent_pid
+    _state.retry_start_at = 0.0
     runtime = _state.runtime
     if runtime is None:
         return

@@ -1,0 +1,176 @@
+"""The events table on SQLite: schema, indexes, file creation, database settings."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from support import python, rows
+
+import runlog
+from runlog._store import open_store
+from runlog._store._sqlite import SCHEMA_VERSION, sqlite_path
+
+
+class TestSchema:
+    def test_table_has_exactly_the_designed_columns(self, db_path: Path) -> None:
+        """The events table has the six columns of DESIGN.md, with their types and NOT NULLs."""
+        runlog.init(db=str(db_path))
+        conn = sqlite3.connect(db_path)
+        cols = conn.execute("PRAGMA table_info(events)").fetchall()
+        conn.close()
+        shape = [(name, kind, notnull, pk) for _, name, kind, notnull, _, pk in cols]
+        assert shape == [
+            ("id", "INTEGER", 0, 1),
+            ("timestamp", "INTEGER", 1, 0),
+            ("run_id", "INTEGER", 1, 0),
+            ("parent_run_id", "INTEGER", 0, 0),
+            ("event_type", "TEXT", 1, 0),
+            ("payload", "TEXT", 0, 0),
+        ]
+
+    def test_four_indexes_exist(self, db_path: Path) -> None:
+        """timestamp, run_id, parent_run_id and event_type are each indexed."""
+        runlog.init(db=str(db_path))
+        conn = sqlite3.connect(db_path)
+        indexed = {
+            conn.execute(f"PRAGMA index_info({name!r})").fetchone()[2]
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='events'"
+            )
+        }
+        conn.close()
+        assert indexed == {"timestamp", "run_id", "parent_run_id", "event_type"}
+
+    def test_schema_version_is_recorded(self, db_path: Path) -> None:
+        """PRAGMA user_version holds the number of migrations applied."""
+        runlog.init(db=str(db_path))
+        conn = sqlite3.connect(db_path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.close()
+
+    def test_wal_journal(self, db_path: Path) -> None:
+        """The database uses write-ahead logging so readers and many writers coexist."""
+        runlog.init(db=str(db_path))
+        conn = sqlite3.connect(db_path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+
+    def test_creation_is_idempotent_and_keeps_rows(self, db_path: Path) -> None:
+        """A second process opening an existing database keeps its rows and schema."""
+        python("import runlog; runlog.init(role='a')", db_path)
+        python("import runlog; runlog.init(role='b')", db_path)
+        kinds = [(r["event_type"], r["payload"].get("role")) for r in rows(db_path)]
+        assert kinds == [
+            ("process.started", "a"),
+            ("process.exited", None),
+            ("process.started", "b"),
+            ("process.exited", None),
+        ]
+
+
+class TestDatabaseFile:
+    def test_new_file_is_owner_only(self, db_path: Path) -> None:
+        """A database runlog creates is readable and writable by its owner only."""
+        runlog.init(db=str(db_path))
+        runlog.flush()
+        assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(db_path) + suffix)
+            if side.exists():
+                assert stat.S_IMODE(os.stat(side).st_mode) == 0o600
+
+    def test_default_is_runlog_db_in_working_directory(self, tmp_path: Path) -> None:
+        """Without settings the database is ./runlog.db."""
+        runlog.init()
+        assert (tmp_path / "runlog.db").exists()
+
+    def test_env_var_names_the_database(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """RUNLOG_DB as sqlite:///path selects the file."""
+        monkeypatch.setenv("RUNLOG_DB", f"sqlite:///{tmp_path}/env.db")
+        runlog.init()
+        assert (tmp_path / "env.db").exists()
+
+    def test_init_argument_beats_env(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """init(db=...) overrides RUNLOG_DB."""
+        monkeypatch.setenv("RUNLOG_DB", str(tmp_path / "env.db"))
+        runlog.init(db=str(tmp_path / "arg.db"))
+        assert (tmp_path / "arg.db").exists()
+        assert not (tmp_path / "env.db").exists()
+
+    def test_missing_folders_are_created(self, tmp_path: Path) -> None:
+        """A database path in folders that do not exist yet creates them."""
+        runlog.init(db=str(tmp_path / "a" / "b" / "events.db"))
+        assert (tmp_path / "a" / "b" / "events.db").exists()
+
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("events.db", "events.db"),
+            ("sqlite:///events.db", "events.db"),
+            ("sqlite:////abs/events.db", "/abs/events.db"),
+            ("sqlite:///sub%20dir/e.db", "sub dir/e.db"),
+        ],
+    )
+    def test_url_forms(self, url: str, expected: str) -> None:
+        """Paths and sqlite:/// URLs map to the file they name (four slashes: absolute)."""
+        assert sqlite_path(url) == Path(expected)
+
+
+class TestBadConfiguration:
+    def test_unknown_scheme(self) -> None:
+        """An unsupported URL scheme is a ConfigurationError that names it."""
+        with pytest.raises(runlog.ConfigurationError, match="mysql://x/y"):
+            runlog.init(db="mysql://x/y")
+
+    def test_directory_as_database(self, tmp_path: Path) -> None:
+        """A directory given as the database path is refused with its name."""
+        with pytest.raises(runlog.ConfigurationError, match=str(tmp_path)):
+            runlog.init(db=str(tmp_path))
+
+    def test_unwritable_path(self, tmp_path: Path) -> None:
+        """A path whose folder cannot be created raises an error naming the path."""
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        target = blocker / "sub" / "events.db"
+        with pytest.raises(runlog.ConfigurationError, match=str(target)):
+            runlog.init(db=str(target))
+
+    def test_not_a_database(self, tmp_path: Path) -> None:
+        """A file that is not SQLite gives a clear error at init()."""
+        bogus = tmp_path / "bogus.db"
+        bogus.write_bytes(b"this is not a database" * 100)
+        with pytest.raises(runlog.StoreUnavailableError, match="bogus.db"):
+            runlog.init(db=str(bogus))
+
+    def test_sqlite_url_with_host(self) -> None:
+        """sqlite://host/path is refused: SQLite files have no host."""
+        with pytest.raises(runlog.ConfigurationError, match="names a host"):
+            open_store("sqlite://example/x.db").create()
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("RUNLOG_SYNC", "maybe"),
+            ("RUNLOG_LOCK_TIMEOUT", "soon"),
+            ("RUNLOG_MAX_PAYLOAD_BYTES", "0"),
+        ],
+    )
+    def test_bad_environment_values(
+        self, name: str, value: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A malformed RUNLOG_* variable is a ConfigurationError naming it."""
+        monkeypatch.setenv(name, value)
+        with pytest.raises(runlog.ConfigurationError, match=name.removeprefix("RUNLOG_").lower()
+                           if value == "0" else name):
+            runlog.init()
+
+    def test_wrong_argument_type(self) -> None:
+        """init() with a wrongly typed argument raises TypeError at once."""
+        with pytest.raises(TypeError, match="sync"):
+            runlog.init(sync="yes")  # type: ignore[arg-type]
