@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import rows
 
 import runlog
 from runlog._payload import MARK, encode
+
+from support import rows
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ class TestCallSiteErrors:
     @pytest.mark.parametrize("bad", [None, 3, b"x", ["a"]])
     def test_event_type_must_be_a_string(self, sync_db: Path, bad: object) -> None:
         """A non-string event type raises TypeError with an example of a good one."""
-        with pytest.raises(TypeError, match="task.claimed"):
+        with pytest.raises(TypeError, match=r"task\.claimed"):
             runlog.log_event(bad)  # type: ignore[arg-type]
 
     def test_event_type_must_not_be_empty(self, sync_db: Path) -> None:
@@ -244,8 +245,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=25,
 )
 anything = st.recursive(
@@ -261,9 +263,11 @@ anything = st.recursive(
     | st.builds(Opaque)
     | st.builds(BadRepr)
     | st.frozensets(st.integers(), max_size=3),
-    lambda children: st.lists(children, max_size=4)
-    | st.tuples(children, children)
-    | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

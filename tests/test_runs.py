@@ -9,10 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from support import python, rows
 
 import runlog
 from runlog._runs import parse_parent_run_id
+
+from support import python, rows
 
 
 def started(db: Path) -> list[dict[str, object]]:
@@ -22,7 +23,9 @@ def started(db: Path) -> list[dict[str, object]]:
 class TestAdoption:
     def test_run_id_is_the_id_of_process_started(self, db_path: Path) -> None:
         """init() returns the generated id of its process.started row, which is its run_id."""
-        run_id = runlog.init(role="supervisor", instance_id="sup-1", version="1.2.3", db=str(db_path))
+        run_id = runlog.init(
+            role="supervisor", instance_id="sup-1", version="1.2.3", db=str(db_path)
+        )
         (row,) = rows(db_path)
         assert row["id"] == row["run_id"] == run_id == runlog.current_run_id()
         assert row["parent_run_id"] is None
@@ -235,7 +238,9 @@ class TestPropagation:
 
 class TestParentRunIdParsing:
     @pytest.mark.parametrize("raw", [None, "", "   "])
-    def test_absent_or_empty_is_root(self, raw: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    def test_absent_or_empty_is_root(
+        self, raw: str | None, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """No or an empty PARENT_RUN_ID makes a root run without a warning."""
         assert parse_parent_run_id(raw) is None
         assert not caplog.records

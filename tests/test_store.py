@@ -8,11 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from support import python, rows
 
 import runlog
 from runlog._store import open_store
 from runlog._store._sqlite import SCHEMA_VERSION, sqlite_path
+
+from support import python, rows
 
 
 class TestSchema:
@@ -145,7 +146,7 @@ class TestBadConfiguration:
         """A file that is not SQLite gives a clear error at init()."""
         bogus = tmp_path / "bogus.db"
         bogus.write_bytes(b"this is not a database" * 100)
-        with pytest.raises(runlog.StoreUnavailableError, match="bogus.db"):
+        with pytest.raises(runlog.StoreUnavailableError, match=r"bogus\.db"):
             runlog.init(db=str(bogus))
 
     def test_sqlite_url_with_host(self) -> None:
@@ -166,8 +167,10 @@ class TestBadConfiguration:
     ) -> None:
         """A malformed RUNLOG_* variable is a ConfigurationError naming it."""
         monkeypatch.setenv(name, value)
-        with pytest.raises(runlog.ConfigurationError, match=name.removeprefix("RUNLOG_").lower()
-                           if value == "0" else name):
+        with pytest.raises(
+            runlog.ConfigurationError,
+            match=name.removeprefix("RUNLOG_").lower() if value == "0" else name,
+        ):
             runlog.init()
 
     def test_wrong_argument_type(self) -> None:

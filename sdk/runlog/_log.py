@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._payload import encode
-from ._runs import NoRun, _state, current_run, get_runtime
+from ._runs import NoRun, _state, current_run, get_runtime, note_dropped
 
 _MAX_ID = 2**63 - 1
 
@@ -51,20 +51,20 @@ def log_event(
             f"runlog.log_event() payload must be a mapping such as a dict, "
             f"got {type(payload).__name__}"
         )
-    if run_id is None:
-        if parent_run_id is not None:
-            raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
-        try:
-            run = current_run()
-        except NoRun:
-            get_runtime().persister.dropped += 1
-            return
-        run_id, parent_run_id = run.run_id, run.parent_run_id
-    else:
+    if run_id is not None:
         _check_id("run_id", run_id)
         if parent_run_id is not None:
             _check_id("parent_run_id", parent_run_id)
-    runtime = _state.runtime or get_runtime()
+    elif parent_run_id is not None:
+        raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
+    try:
+        if run_id is None:
+            run = current_run()
+            run_id, parent_run_id = run.run_id, run.parent_run_id
+        runtime = _state.runtime or get_runtime()
+    except NoRun:  # reported once where it happened; the event is counted as dropped
+        note_dropped()
+        return
     runtime.sink.submit(
         (time.time_ns(), run_id, parent_run_id, event_type, encode(payload, runtime.cap))
     )

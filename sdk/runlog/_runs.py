@@ -138,6 +138,8 @@ class _State:
         self.inherited: str | None = os.environ.get(ENV_VAR)
         self.forked_from: int | None = None
         self.retry_start_at = 0.0
+        self.dropped_early = 0
+        """Events dropped before any runtime existed (reported in process.exited)."""
 
 
 _state = _State()
@@ -145,20 +147,49 @@ _current: ContextVar[Run | None] = ContextVar("runlog_current_run", default=None
 
 
 def get_runtime() -> Runtime:
-    """The process's runtime, created from the environment on first use."""
+    """The process's runtime, created from the environment on first use.
+
+    Without ``init()`` there is no caller to hand a configuration error to, so a bad
+    setting or an unusable database is reported once and raises :class:`NoRun`, which
+    ``log_event`` absorbs (counting the event as dropped); it is retried after a pause.
+    """
     runtime = _state.runtime
     if runtime is not None:
         return runtime
     with _state.lock:
         if _state.runtime is None:
-            runtime = Runtime(resolve({}))
+            _check_retry_pause()
             try:
+                runtime = Runtime(resolve({}))
                 runtime.create_store()
-            except StoreUnavailableError as exc:  # the writer retries; say so once
-                warn_once("implicit-create", "%s (runlog keeps retrying)", exc)
+            except (ConfigurationError, StoreUnavailableError) as exc:
+                raise _start_failed(exc) from None
             _state.runtime = runtime
             _exit.install(_finish)
         return _state.runtime
+
+
+class NoRun(StoreUnavailableError):
+    """No run could be started implicitly: the database is unusable for now."""
+
+
+_RETRY_START_S = 5.0
+
+
+def _check_retry_pause() -> None:
+    if time.monotonic() < _state.retry_start_at:
+        raise NoRun("runlog could not start this process's run yet")
+
+
+def _start_failed(exc: Exception) -> NoRun:
+    """Note a failed implicit start: report once, pause retries.
+
+    The pause keeps an application that logs often from waiting out a lock on every
+    call while the database is unusable; events in that window count as dropped.
+    """
+    _state.retry_start_at = time.monotonic() + _RETRY_START_S
+    warn_once("implicit-start", "runlog could not start this process's run: %s", exc)
+    return NoRun(str(exc))
 
 
 def current_run() -> Run:
@@ -172,31 +203,16 @@ def current_run() -> Run:
     return _start_implicit()
 
 
-class NoRun(StoreUnavailableError):
-    """No run could be started implicitly: the database is unusable for now."""
-
-
-_RETRY_START_S = 5.0
-
-
 def _start_implicit() -> Run:
-    """Start the process's run on its first event; after a failure, retry after a pause.
-
-    The pause keeps an application that logs often from waiting out a lock on every
-    call while the database is unusable; events in that window count as dropped.
-    """
+    """Start the process's run on its first event."""
     runtime = get_runtime()
     with _state.lock:
         if runtime.run is None:
-            if time.monotonic() < _state.retry_start_at:
-                raise NoRun("runlog could not start this process's run yet")
+            _check_retry_pause()
             try:
-                runtime.create_store()
                 runtime.start_run(parse_parent_run_id(_state.inherited), explicit=False)
-            except (StoreUnavailableError, StoreBusy, StoreFault) as exc:
-                _state.retry_start_at = time.monotonic() + _RETRY_START_S
-                warn_once("implicit-start", "runlog could not start this process's run: %s", exc)
-                raise NoRun(str(exc)) from None
+            except (StoreBusy, StoreFault) as exc:
+                raise _start_failed(exc) from None
         assert runtime.run is not None
         return runtime.run
 
@@ -286,7 +302,7 @@ def _finish(runtime: Runtime | None = None, **exit_fields: Any) -> None:
     run = runtime.run
     if run is not None and run.pid == os.getpid():
         fields = dict(exit_fields)
-        fields["events_dropped"] = runtime.persister.dropped
+        fields["events_dropped"] = runtime.persister.dropped + _state.dropped_early
         runtime.sink.submit(
             (_now(), run.run_id, run.parent_run_id, "process.exited", encode(fields, runtime.cap))
         )
@@ -309,6 +325,7 @@ def _after_fork_in_child() -> None:
     _state.lock = threading.RLock()
     _state.forked_from = parent_pid
     _state.retry_start_at = 0.0
+    _state.dropped_early = 0
     runtime = _state.runtime
     if runtime is None:
         return
@@ -326,12 +343,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def note_dropped() -> None:
+    """Count one event that could not even be queued (no run could be started)."""
+    runtime = _state.runtime
+    if runtime is not None:
+        runtime.persister.dropped += 1
+    else:
+        _state.dropped_early += 1
+
+
 def reset_for_tests() -> None:
     """Close the runtime without logging ``process.exited`` and forget the run (tests only)."""
     runtime, _state.runtime = _state.runtime, None
     if runtime is not None:
         runtime.close()
     _current.set(None)
+    _state.retry_start_at = 0.0
+    _state.dropped_early = 0
     if _state.inherited is None:
         os.environ.pop(ENV_VAR, None)
     else:

@@ -102,12 +102,20 @@ class SQLiteStore:
     # -- connection -------------------------------------------------------------
     def create(self) -> None:
         """Create the file and schema now, raising a clear error if the path is unusable."""
-        if self.path.is_dir():
-            raise ConfigurationError(f"RUNLOG_DB points at a directory: {str(self.path)!r}")
-        _create_file(self.path)
-        if not os.access(self.path, os.R_OK | os.W_OK):
+        name = str(self.path)
+        try:
+            if self.path.is_dir():
+                raise ConfigurationError(f"runlog's database path is a directory: {name!r}")
+            _create_file(self.path)
+            usable = os.access(self.path, os.R_OK | os.W_OK)
+        except OSError as exc:
             raise ConfigurationError(
-                f"runlog's SQLite database {str(self.path)!r} is not writable by this process"
+                f"runlog cannot use its SQLite database at {name!r}: {exc.strerror}"
+            ) from None
+        if not usable:
+            raise ConfigurationError(
+                f"runlog's SQLite database {name!r} is not writable by this process; "
+                "set RUNLOG_DB (or init(db=...)) to a writable path"
             )
         self._run(lambda conn: None)
 
