@@ -72,6 +72,12 @@ def warn_once(key: str, message: str, *args: object) -> bool:
     return True
 
 
+def after_fork() -> None:
+    """In a forked child: a thread of the parent may have held the lock at fork time."""
+    global _reported_lock
+    _reported_lock = threading.Lock()
+
+
 def forget_warning(key: str) -> None:
     """Allow the warning ``key`` to be logged again (after the fault has cleared)."""
     with _reported_lock:
@@ -82,6 +88,7 @@ __all__ = [
     "ConfigurationError",
     "RunlogError",
     "StoreUnavailableError",
+    "after_fork",
     "forget_warning",
     "internal_errors",
     "logger",

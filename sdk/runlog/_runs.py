@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from . import _exit
+from . import _errors, _exit
 from ._config import Config, resolve
 from ._errors import ConfigurationError, StoreUnavailableError, warn_once
 from ._payload import encode
@@ -323,6 +323,7 @@ def _after_fork_in_child() -> None:
     global _pid
     parent_pid, _pid = _pid, os.getpid()
     _state.lock = threading.RLock()
+    _errors.after_fork()
     _state.forked_from = parent_pid
     _state.retry_start_at = 0.0
     _state.dropped_early = 0
@@ -332,8 +333,7 @@ def _after_fork_in_child() -> None:
     if runtime.run is not None:
         _state.inherited = str(runtime.run.run_id)
     runtime.store.abandon()
-    if isinstance(runtime.sink, BatchWriter):
-        runtime.sink.abandon()
+    runtime.sink.abandon()
     runtime.persister.dropped = 0
     runtime.run = None
     _exit.after_fork()

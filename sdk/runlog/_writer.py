@@ -98,6 +98,8 @@ class Sink(Protocol):
 
     def close(self, timeout: float | None = None) -> bool: ...
 
+    def abandon(self) -> None: ...
+
 
 class SyncWriter:
     """Commit each event before ``log_event`` returns."""
@@ -115,6 +117,10 @@ class SyncWriter:
 
     def close(self, timeout: float | None = None) -> bool:
         return True
+
+    def abandon(self) -> None:
+        """In a forked child: another thread of the parent may have held the lock."""
+        self._lock = threading.Lock()
 
 
 class _Stop:
