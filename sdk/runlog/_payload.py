@@ -71,6 +71,12 @@ def _default(value: Any) -> Any:
     return _convert(value)
 
 
+# Built once: json.dumps builds a new encoder per call whenever it is given options.
+_fast_encode = json.JSONEncoder(
+    separators=_SEPARATORS, allow_nan=False, default=_default
+).encode
+
+
 def _safe_repr(value: Any) -> str:
     try:
         return repr(value)
@@ -181,7 +187,7 @@ def encode(payload: Mapping[str, Any] | None, cap: int) -> str:
     if not payload:
         return _EMPTY
     try:
-        text = json.dumps(payload, separators=_SEPARATORS, allow_nan=False, default=_default)
+        text = _fast_encode(payload)
         plain: dict[str, Any] | None = None
     except (_NeedsSlowPath, ValueError, TypeError, RecursionError):
         plain = _slow_path(payload)

@@ -56,7 +56,10 @@ class Persister:
     def write(self, rows: Sequence[Row]) -> bool:
         """Write ``rows`` in one transaction; on failure count them as dropped."""
         try:
-            self.call(lambda: self.store.write(rows))
+            try:
+                self.store.write(rows)
+            except StoreBusy:  # the common case is the first try: no retry machinery
+                self.call(lambda: self.store.write(rows))
         except (StoreBusy, StoreFault) as exc:
             self._drop(len(rows), exc)
             return False

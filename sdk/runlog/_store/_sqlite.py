@@ -97,7 +97,7 @@ class SQLiteStore:
         self.path = sqlite_path(db)
         self.url = f"sqlite:///{self.path}"
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
     # -- connection -------------------------------------------------------------
     def create(self) -> None:
@@ -150,18 +150,24 @@ class SQLiteStore:
                     conn.execute(sql)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    def _open(self) -> sqlite3.Connection:
+        self._conn = self._connect()
+        return self._conn
+
+    def _failed(self, exc: sqlite3.Error) -> Exception:
+        """Translate ``exc``; after a fault, reconnect next time (the file may be back)."""
+        translated = _translate(exc)
+        if isinstance(translated, StoreFault):
+            self._drop_connection()
+        return translated
+
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on the connection, mapping SQLite errors to StoreBusy/StoreFault."""
         with self._lock:
             try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                return work(self._conn)
+                return work(self._conn or self._open())
             except sqlite3.Error as exc:
-                translated = _translate(exc)
-                if isinstance(translated, StoreFault):
-                    self._drop_connection()
-                raise translated from exc
+                raise self._failed(exc) from exc
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -184,11 +190,22 @@ class SQLiteStore:
         return self._run(work)
 
     def write(self, rows: Sequence[Row]) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                conn.executemany(_INSERT, rows)
-
-        self._run(work)
+        # The hot path of every event: inline rather than through _run and _transaction.
+        with self._lock:
+            try:
+                conn = self._conn or self._open()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if len(rows) == 1:
+                        conn.execute(_INSERT, rows[0])
+                    else:
+                        conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
 
     def events(
         self,
@@ -228,7 +245,7 @@ class SQLiteStore:
         # parent's locks; keep the object alive and never touch it again.
         _abandoned.append(self._conn)
         self._conn = None
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
 
 _abandoned: list[Any] = []
@@ -241,10 +258,14 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "sqlite_path"]

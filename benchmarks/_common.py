@@ -1,0 +1,98 @@
+"""Small helpers shared by the benchmark scripts: child runs, medians, tables, ratios.
+
+Benchmarks here run each contender in a fresh child process per repetition and
+interleave the contenders (round-robin, rotating the order) so that noise from other
+work on the machine falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median, minimum and maximum of repeated measurements."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Summary:
+        if not samples:
+            raise ValueError("no samples")
+        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+def round_robin(names: Sequence[str], repeat: int) -> Iterator[tuple[int, str]]:
+    """Yield ``(repetition, name)``: every name once per repetition, order rotated each time."""
+    for rep in range(repeat):
+        shift = rep % len(names) if names else 0
+        for name in [*names[shift:], *names[:shift]]:
+            yield rep, name
+
+
+def run_json(
+    cmd: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 600
+) -> dict[str, Any]:
+    """Run a child that prints one JSON object as its last stdout line; return it."""
+    proc = subprocess.run(
+        list(cmd),
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"benchmark child {' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n"
+            f"{proc.stderr.strip()[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def us(ns: float) -> str:
+    """Nanoseconds as microseconds, for a table cell."""
+    return f"{ns / 1000:.2f}"
+
+
+def rate(per_second: float) -> str:
+    """A rate with a thousands separator."""
+    return f"{per_second:,.0f}"
+
+
+def ratio(value: float, target: float | None = None) -> str:
+    """``0.42x``, with ``PASS``/``FAIL`` against an upper bound when one is given."""
+    text = f"{value:.2f}x"
+    if target is None:
+        return text
+    verdict = "PASS" if value <= target else "FAIL"
+    return f"{text}  {verdict} (target <= {target:.2f}x)"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+__all__ = ["Summary", "rate", "ratio", "round_robin", "run_json", "table", "us"]
