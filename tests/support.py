@@ -34,6 +34,7 @@ def child_env(db: Path | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
     env.pop("PARENT_RUN_ID", None)
     env["RUNLOG_RAISE_INTERNAL_ERRORS"] = "1"
+    env["RUNLOG_TIKTOKEN_ENCODING"] = os.environ.get("RUNLOG_TIKTOKEN_ENCODING", "")
     env["PYTHONUNBUFFERED"] = "1"
     if db is not None:
         env["RUNLOG_DB"] = str(db)
