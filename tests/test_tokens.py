@@ -70,6 +70,7 @@ def child(code: str, tmp_path: Path, *, network: str = REFUSE_NETWORK, **env: st
     """Run ``code`` after the prelude in a child with an empty tiktoken cache; its JSON."""
     cache = tmp_path / "tiktoken-cache"
     cache.mkdir(exist_ok=True)
+    env.setdefault("RUNLOG_TIKTOKEN_ENCODING", "")  # these children choose for themselves
     proc = python(PRELUDE + network + textwrap.dedent(code), TIKTOKEN_CACHE_DIR=str(cache), **env)
     return json.loads(proc.stdout.splitlines()[-1])
 
