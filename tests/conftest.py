@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import support
+
 # Internal errors of runlog raise (or are recorded) under our own tests.
 os.environ["RUNLOG_RAISE_INTERNAL_ERRORS"] = "1"
 os.environ.pop("PARENT_RUN_ID", None)
@@ -28,6 +30,7 @@ def fresh_runlog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     before = len(_errors.internal_errors())
     _runs.reset_for_tests()
     yield
+    support.reap()
     _runs.reset_for_tests()
     errors = _errors.internal_errors()[before:]
     assert not errors, f"runlog reported internal errors: {errors!r}"

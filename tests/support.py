@@ -70,7 +70,7 @@ def python(
 
 def spawn(code: str, db: Path | None = None, **extra: str) -> subprocess.Popen[str]:
     """Start ``code`` in a Python process with pipes for a line-by-line conversation."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, script(code)],
         env=child_env(db, **extra),
         stdin=subprocess.PIPE,
@@ -78,3 +78,17 @@ def spawn(code: str, db: Path | None = None, **extra: str) -> subprocess.Popen[s
         stderr=subprocess.PIPE,
         text=True,
     )
+    spawned.append(proc)
+    return proc
+
+
+spawned: list[subprocess.Popen[str]] = []
+
+
+def reap() -> None:
+    """Kill what a test left running and close every pipe (the conftest calls this)."""
+    while spawned:
+        proc = spawned.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
