@@ -1,0 +1,275 @@
+"""``llm_call()``: one language-model call as one ``llm_call.completed`` / ``.failed`` event.
+
+An :class:`LLMCall` is a :class:`~runlog._span.Span` that logs only its end, measures
+``latency_ms`` on the monotonic clock, and settles its token numbers honestly when it
+ends:
+
+* numbers the provider reported (``record(input_tokens=..., output_tokens=...)``) are
+  used as they are: ``token_source: "usage"``;
+* a missing number is counted with tiktoken — input from ``messages``/``prompt``,
+  output from the text passed to ``record(text=...)`` — and ``token_source`` becomes
+  ``"tiktoken"`` (with ``counted`` naming the counted fields when the two are mixed);
+* a number that is needed but cannot be counted (no tokenizer) stays ``null`` and
+  ``token_source`` is ``"unavailable"``.
+
+Latency is frozen before any counting, so tokenizing never inflates it.  The same
+object is a context manager (``with``/``async with``) and a handle that stream
+wrappers end by hand (``finish``/``fail``), whichever comes first winning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from . import _tokens
+from ._span import EventNames, Span, check_fields
+
+_NAMES = EventNames(None, "llm_call.completed", "llm_call.failed", duration_key="latency_ms")
+_OWN = frozenset(
+    {
+        "model_name",
+        "input_tokens",
+        "output_tokens",
+        "token_source",
+        "operation",
+        "stream",
+        "time_to_first_token_ms",
+        "latency_ms",
+        "status_code",
+        "counted",
+    }
+)
+
+
+class LLMCall:
+    """One call to a language model, from request to last byte (see the module docstring)."""
+
+    __slots__ = (
+        "_input_tokens",
+        "_messages",
+        "_output_tokens",
+        "_prompt",
+        "_span",
+        "_text",
+        "_token",
+        "_ttft_ms",
+        "model",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        messages: Iterable[Mapping[str, Any]] | None = None,
+        prompt: _tokens.Prompt = None,
+        operation: str = "chat",
+        stream: bool = False,
+        **fields: Any,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise TypeError(f"runlog.llm_call() needs the model name as a str, got {model!r}")
+        if not isinstance(operation, str) or not operation:
+            raise TypeError(f"runlog.llm_call(operation=...) must be a str, got {operation!r}")
+        _check_user_fields(fields, "runlog.llm_call()")
+        self.model = model
+        self._messages = list(messages) if messages is not None else None
+        self._prompt = prompt
+        self._input_tokens: int | None = None
+        self._output_tokens: int | None = None
+        self._text: list[str] | None = None
+        self._ttft_ms: float | None = None
+        self._token: Any = None
+        base = {"model_name": model, "operation": operation, "stream": bool(stream)}
+        self._span = Span(_NAMES, {**base, **fields})
+
+    # -- what the caller tells us ----------------------------------------------------
+    def record(
+        self,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        text: str | None = None,
+        finish_reason: str | None = None,
+        response_model: str | None = None,
+        request_id: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Record what the response said; ``text`` is appended (call it once per chunk)."""
+        if input_tokens is not None:
+            self._input_tokens = _count_arg("input_tokens", input_tokens)
+        if output_tokens is not None:
+            self._output_tokens = _count_arg("output_tokens", output_tokens)
+        if text is not None:
+            if self._text is None:
+                self._text = []
+            self._text.append(text)
+        for key, value in (
+            ("finish_reason", finish_reason),
+            ("response_model", response_model),
+            ("request_id", request_id),
+        ):
+            if value is not None:
+                self._span.fields[key] = value
+        if fields:
+            self.set(**fields)
+
+    def first_token(self) -> None:
+        """Mark the arrival of the first streamed token (the first call wins)."""
+        if self._ttft_ms is None:
+            self._ttft_ms = self._span.elapsed_ms()
+
+    def set(self, **fields: Any) -> None:
+        """Add fields to the event."""
+        _check_user_fields(fields, "LLMCall.set()")
+        self._span.fields.update(fields)
+
+    @property
+    def done(self) -> bool:
+        """Whether the event has been logged."""
+        return self._span.done
+
+    @property
+    def span_id(self) -> int:
+        """The call's span id (events logged inside its ``with`` block name it as parent)."""
+        return self._span.span_id
+
+    # -- ending ------------------------------------------------------------------------
+    def finish(self, **fields: Any) -> bool:
+        """Log ``llm_call.completed`` now; False if the call had already ended."""
+        return self._end(None, fields)
+
+    def fail(self, exc: BaseException, **fields: Any) -> bool:
+        """Log ``llm_call.failed`` for ``exc`` now; False if the call had already ended."""
+        return self._end(exc, fields)
+
+    def _end(self, exc: BaseException | None, fields: Mapping[str, Any]) -> bool:
+        if self._span.done:
+            return False
+        self._span.stop()  # latency ends here, before any token counting
+        outcome = dict(fields)
+        if self._ttft_ms is not None:
+            outcome["time_to_first_token_ms"] = self._ttft_ms
+        if exc is None:
+            outcome.update(self._token_fields())
+        else:
+            outcome["input_tokens"] = self._input_count()[0]
+            status = getattr(exc, "status_code", None)
+            outcome["status_code"] = status if isinstance(status, int) else None
+        return self._span.end(exc, outcome)
+
+    # -- tokens ------------------------------------------------------------------------
+    def _input_count(self) -> tuple[int | None, str | None]:
+        """The input tokens and where they came from (None: not needed or not countable)."""
+        if self._input_tokens is not None:
+            return self._input_tokens, "usage"
+        if self._messages is None and self._prompt is None:
+            return None, None
+        tokenizer = _tokens.tokenizer_for(self.model)
+        if tokenizer is None:
+            return None, "unavailable"
+        if self._messages is not None:
+            return tokenizer.count_messages(self._messages), "tiktoken"
+        return tokenizer.count_prompt(self._prompt), "tiktoken"
+
+    def _output_count(self) -> tuple[int | None, str | None]:
+        if self._output_tokens is not None:
+            return self._output_tokens, "usage"
+        if self._text is None:
+            return None, None
+        tokenizer = _tokens.tokenizer_for(self.model)
+        if tokenizer is None:
+            return None, "unavailable"
+        return tokenizer.count_text("".join(self._text)), "tiktoken"
+
+    def _token_fields(self) -> dict[str, Any]:
+        (inp, in_src), (out, out_src) = self._input_count(), self._output_count()
+        sources = {in_src, out_src} - {None}
+        fields: dict[str, Any] = {"input_tokens": inp, "output_tokens": out}
+        if "unavailable" in sources:
+            fields["token_source"] = "unavailable"
+        elif "tiktoken" in sources:
+            fields["token_source"] = "tiktoken"
+            if "usage" in sources:  # mixed: say which number was counted
+                fields["counted"] = ["input_tokens" if in_src == "tiktoken" else "output_tokens"]
+        else:
+            fields["token_source"] = "usage" if sources else "unavailable"
+        return fields
+
+    # -- context manager -----------------------------------------------------------------
+    def __enter__(self) -> LLMCall:
+        self._token = self._span.activate()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            self._span.deactivate(self._token)
+            self._token = None
+        if not self._span.done:
+            self._end(exc, {})
+
+    async def __aenter__(self) -> LLMCall:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "open"
+        return f"<runlog.LLMCall model={self.model!r} span_id={self.span_id} {state}>"
+
+
+def _count_arg(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"LLMCall.record({name}=...) must be a non-negative int, got {value!r}")
+    return value
+
+
+def _check_user_fields(fields: Mapping[str, Any], where: str) -> None:
+    check_fields(fields, where)
+    clash = _OWN.intersection(fields)
+    if clash:
+        raise ValueError(
+            f"{where}: {', '.join(sorted(clash))} is set by llm_call itself; "
+            "use record() for token numbers, or another field name"
+        )
+
+
+def llm_call(
+    model: str,
+    *,
+    messages: Iterable[Mapping[str, Any]] | None = None,
+    prompt: _tokens.Prompt = None,
+    operation: str = "chat",
+    stream: bool = False,
+    **fields: Any,
+) -> LLMCall:
+    """Time one model call and log ``llm_call.completed`` (or ``.failed``) when it ends.
+
+    ::
+
+        with runlog.llm_call("gpt-4o-mini", messages=messages) as call:
+            reply = client.complete(messages)
+            call.record(input_tokens=reply.usage.input, output_tokens=reply.usage.output)
+
+    Without usage numbers, ``call.record(text=reply_text)`` lets runlog count tokens
+    with tiktoken (``token_source: "tiktoken"``).  For streams, call
+    ``call.first_token()`` on the first chunk and ``call.record(text=delta)`` per chunk.
+    """
+    return LLMCall(
+        model, messages=messages, prompt=prompt, operation=operation, stream=stream, **fields
+    )
+
+
+__all__ = ["LLMCall", "llm_call"]
