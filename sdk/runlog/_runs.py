@@ -227,13 +227,15 @@ def init(
     lock_timeout: float | None = None,
     max_payload_bytes: int | None = None,
     queue_size: int | None = None,
+    thread_context: bool | None = None,
     **identity: Any,
 ) -> int:
     """Start this process's run: log ``process.started`` and return its id, the ``run_id``.
 
     Arguments override ``RUNLOG_*`` environment variables, which override defaults
     (an SQLite file ``runlog.db`` in the working directory).  Extra keyword arguments
-    are added to the ``process.started`` payload.  Raises :class:`ConfigurationError`
+    are added to the ``process.started`` payload.  ``thread_context=False`` stops
+    threads and thread pools started inside a span from running in its context.  Raises :class:`ConfigurationError`
     for a bad setting or unusable path, :class:`StoreUnavailableError` if the database
     stays locked or unreachable past ``lock_timeout``, and ``RuntimeError`` if the
     process already called ``init()``.
@@ -248,6 +250,7 @@ def init(
             "lock_timeout": lock_timeout,
             "max_payload_bytes": max_payload_bytes,
             "queue_size": queue_size,
+            "thread_context": thread_context,
         },
         identity,
     )
