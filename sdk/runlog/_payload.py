@@ -21,10 +21,11 @@ import datetime
 import decimal
 import enum
 import json
+import json.encoder
 import math
 import pathlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 MARK = "_runlog"
@@ -71,10 +72,29 @@ def _default(value: Any) -> Any:
     return _convert(value)
 
 
-# Built once: json.dumps builds a new encoder per call whenever it is given options.
-_fast_encode = json.JSONEncoder(
-    separators=_SEPARATORS, allow_nan=False, default=_default
-).encode
+def _make_fast_encode() -> Callable[[Mapping[str, Any]], str]:
+    """One encoder, built once: ``json.dumps`` builds a new one per call given options.
+
+    CPython's C encoder is used directly without its cycle check: a cycle overflows
+    the stack instead, and ``RecursionError`` sends the payload to the slow path,
+    which marks the cycle.  That saves a dictionary operation per container on every
+    event; other Pythons get the standard encoder.
+    """
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - not CPython
+        return json.JSONEncoder(separators=_SEPARATORS, allow_nan=False, default=_default).encode
+    chunks = c_make_encoder(
+        None, _default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    join = "".join
+
+    def fast_encode(payload: Mapping[str, Any]) -> str:
+        return join(chunks(payload, 0))
+
+    return fast_encode
+
+
+_fast_encode = _make_fast_encode()
 
 
 def _safe_repr(value: Any) -> str:
