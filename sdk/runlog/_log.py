@@ -51,22 +51,40 @@ def log_event(
             f"runlog.log_event() payload must be a mapping such as a dict, "
             f"got {type(payload).__name__}"
         )
-    if run_id is not None:
-        _check_id("run_id", run_id)
+    if run_id is None:
         if parent_run_id is not None:
-            _check_id("parent_run_id", parent_run_id)
-    elif parent_run_id is not None:
-        raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
+            raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
+        emit(event_type, payload)
+        return
+    _check_id("run_id", run_id)
+    if parent_run_id is not None:
+        _check_id("parent_run_id", parent_run_id)
     try:
-        if run_id is None:
-            run = current_run()
-            run_id, parent_run_id = run.run_id, run.parent_run_id
         runtime = _state.runtime or get_runtime()
     except NoRun:  # reported once where it happened; the event is counted as dropped
         note_dropped()
         return
     runtime.sink.submit(
         (time.time_ns(), run_id, parent_run_id, event_type, encode(payload, runtime.cap))
+    )
+
+
+def emit(event_type: str, payload: Mapping[str, Any] | None) -> None:
+    """Log under the current run, without the call-site checks (runlog's own events)."""
+    try:
+        run = current_run()
+        runtime = _state.runtime or get_runtime()
+    except NoRun:  # reported once where it happened; the event is counted as dropped
+        note_dropped()
+        return
+    runtime.sink.submit(
+        (
+            time.time_ns(),
+            run.run_id,
+            run.parent_run_id,
+            event_type,
+            encode(payload, runtime.cap),
+        )
     )
 
 
@@ -82,4 +100,4 @@ def flush(timeout: float | None = None) -> bool:
     return runtime.sink.flush(timeout)
 
 
-__all__ = ["flush", "log_event"]
+__all__ = ["emit", "flush", "log_event"]

@@ -235,10 +235,11 @@ def init(
     Arguments override ``RUNLOG_*`` environment variables, which override defaults
     (an SQLite file ``runlog.db`` in the working directory).  Extra keyword arguments
     are added to the ``process.started`` payload.  ``thread_context=False`` stops
-    threads and thread pools started inside a span from running in its context.  Raises :class:`ConfigurationError`
-    for a bad setting or unusable path, :class:`StoreUnavailableError` if the database
-    stays locked or unreachable past ``lock_timeout``, and ``RuntimeError`` if the
-    process already called ``init()``.
+    threads and thread pools started inside a span from running in its context.
+
+    Raises :class:`ConfigurationError` for a bad setting or unusable path,
+    :class:`StoreUnavailableError` if the database stays locked or unreachable past
+    ``lock_timeout``, and ``RuntimeError`` if the process already called ``init()``.
     """
     config = resolve(
         {

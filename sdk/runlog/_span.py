@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 from . import _context
 from ._errors import report_internal_error
-from ._log import log_event
+from ._log import emit
 
 RESERVED = frozenset(
     {
@@ -300,7 +300,7 @@ def _ms(ns: int) -> float:
 def _emit(event_type: str, payload: dict[str, Any]) -> None:
     """Log an event; a fault here is runlog's own and never reaches the user's code."""
     try:
-        log_event(event_type, payload)
+        emit(event_type, payload)
     except Exception as exc:
         report_internal_error(f"logging {event_type}", exc)
 

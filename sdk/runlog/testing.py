@@ -12,7 +12,9 @@
 
 Inside the block the process logs, synchronously, to a fresh SQLite file under a run of
 its own.  The events stay readable after the block, and runlog is back to what it was
-before (its run, its database, the ``PARENT_RUN_ID`` its children inherit).  A pytest fixture is three lines::
+before (its run, its database, the ``PARENT_RUN_ID`` its children inherit).
+
+A pytest fixture is three lines::
 
     @pytest.fixture
     def events():
