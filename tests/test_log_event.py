@@ -71,6 +71,17 @@ class TestCallSiteErrors:
         with pytest.raises(TypeError, match=r"task\.claimed"):
             runlog.log_event(bad)  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("bad", ["a\x00b", "task.\ud800"])
+    def test_event_type_must_be_storable(self, sync_db: Path, bad: str) -> None:
+        """NUL and lone surrogates, which databases cannot store, raise ValueError at once."""
+        with pytest.raises(ValueError, match="event type"):
+            runlog.log_event(bad)
+
+    def test_non_ascii_event_type_is_fine(self, sync_db: Path) -> None:
+        """Any other Unicode name is stored as given."""
+        runlog.log_event("tâche.réclamée")
+        assert rows(sync_db)[-1]["event_type"] == "tâche.réclamée"
+
     def test_event_type_must_not_be_empty(self, sync_db: Path) -> None:
         """An empty event type raises ValueError."""
         with pytest.raises(ValueError, match="non-empty"):

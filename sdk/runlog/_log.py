@@ -12,13 +12,23 @@ from ._runs import NoRun, _state, current_run, get_runtime, note_dropped
 _MAX_ID = 2**63 - 1
 
 
-def _bad_event_type(event_type: object) -> TypeError | ValueError:
+def check_event_type(event_type: object, where: str) -> None:
+    """Raise at the call site for an event type that is not a name every backend can store."""
     if not isinstance(event_type, str):
-        return TypeError(
-            f"runlog.log_event() needs the event type as a str such as 'task.claimed', "
+        raise TypeError(
+            f"{where} needs the event type as a str such as 'task.claimed', "
             f"got {type(event_type).__name__}"
         )
-    return ValueError("runlog.log_event() needs a non-empty event type such as 'task.claimed'")
+    if not event_type:
+        raise ValueError(f"{where} needs a non-empty event type such as 'task.claimed'")
+    if "\x00" in event_type:
+        raise ValueError(f"{where}: event type {event_type!r} contains NUL, which no table stores")
+    try:
+        event_type.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{where}: event type {event_type!r} is not valid Unicode (a lone surrogate)"
+        ) from None
 
 
 def _check_id(name: str, value: object) -> int:
@@ -44,8 +54,10 @@ def log_event(
     A wrong ``event_type`` or ``payload`` type raises at once.  The event is queued
     for the background writer unless the process runs in sync mode.
     """
-    if type(event_type) is not str or not event_type:
-        raise _bad_event_type(event_type)
+    if type(event_type) is not str or not event_type.isascii() or "\x00" in event_type:
+        check_event_type(event_type, "runlog.log_event()")  # raises unless a fine non-ASCII name
+    elif not event_type:
+        check_event_type(event_type, "runlog.log_event()")
     if payload is not None and type(payload) is not dict and not isinstance(payload, Mapping):
         raise TypeError(
             f"runlog.log_event() payload must be a mapping such as a dict, "
@@ -100,4 +112,4 @@ def flush(timeout: float | None = None) -> bool:
     return runtime.sink.flush(timeout)
 
 
-__all__ = ["emit", "flush", "log_event"]
+__all__ = ["check_event_type", "emit", "flush", "log_event"]

@@ -34,6 +34,7 @@ from typing import Any, TypeVar, Union, overload
 import wrapt
 
 from ._errors import warn_once
+from ._log import check_event_type
 from ._payload import MARK
 from ._span import EventNames, Span, check_fields, safe_str
 
@@ -312,6 +313,7 @@ def _check_event_type(event_type: object) -> None:
         )
     if not event_type:
         raise ValueError("runlog.traced_event() needs a non-empty event type, or none at all")
+    check_event_type(event_type, "runlog.traced_event()")
 
 
 def _signatures(target: Any) -> tuple[inspect.Signature, inspect.Signature]:
@@ -500,6 +502,7 @@ def span(name: str, /, **fields: Any) -> SpanScope:
         raise TypeError(f"runlog.span() needs a name as a str, got {type(name).__name__}{hint}")
     if not name:
         raise ValueError("runlog.span() needs a non-empty name such as 'task'")
+    check_event_type(name, "runlog.span()")
     if fields:
         check_fields(fields, f"runlog.span({name!r})")
     return SpanScope(EventNames.of_span(name), fields)

@@ -5,6 +5,12 @@ by another process (back-off for ``lock_timeout`` seconds), and only then gives 
 batch up, counting it in ``dropped`` and reporting the outage once through the
 ``runlog`` logger; writing resumes by itself when the store works again.
 
+A server that cannot be reached at all (:class:`StoreUnreachable`, PostgreSQL) is
+different from a lock: the background writer keeps the batch in hand and retries for
+as long as the outage lasts, while new events wait in the queue up to its bound; past
+the bound they are counted as dropped rather than blocking the application for the
+length of the outage.  Sync mode and ``init()`` keep the ``lock_timeout`` bound.
+
 Two thin sinks sit on top of it:
 
 * :class:`BatchWriter` (the default) — ``submit`` is a ``deque.append`` on the caller's
@@ -23,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from ._errors import forget_warning, logger, report_internal_error, warn_once
-from ._store import Row, Store, StoreBusy, StoreFault
+from ._store import Row, Store, StoreBusy, StoreFault, StoreUnreachable
 
 T = TypeVar("T")
 
@@ -37,6 +43,10 @@ class Persister:
         self.store = store
         self.lock_timeout = lock_timeout
         self.dropped = 0
+        self.unreachable = False
+        """True while the background writer waits out an unreachable server."""
+        self.give_up_at: float | None = None
+        """Set at shutdown: stop waiting out an outage at this monotonic time."""
         self._failing = False
 
     def call(self, work: Callable[[], T]) -> T:
@@ -53,13 +63,21 @@ class Persister:
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 0.5)
 
-    def write(self, rows: Sequence[Row]) -> bool:
-        """Write ``rows`` in one transaction; on failure count them as dropped."""
+    def write(self, rows: Sequence[Row], *, outlast_outages: bool = False) -> bool:
+        """Write ``rows`` in one transaction; on failure count them as dropped.
+
+        ``outlast_outages``: wait out an unreachable server however long it takes
+        (the background writer), re-sending the same rows so the store can tell a
+        batch it already committed.
+        """
         try:
             try:
                 self.store.write(rows)
-            except StoreBusy:  # the common case is the first try: no retry machinery
-                self.call(lambda: self.store.write(rows))
+            except StoreBusy as exc:  # the common case is the first try: no retry machinery
+                if outlast_outages and isinstance(exc, StoreUnreachable):
+                    self._outlast(rows)
+                else:
+                    self.call(lambda: self.store.write(rows))
         except (StoreBusy, StoreFault) as exc:
             self._drop(len(rows), exc)
             return False
@@ -76,6 +94,29 @@ class Persister:
                 self.dropped,
             )
         return True
+
+    def _outlast(self, rows: Sequence[Row]) -> None:
+        """Retry ``rows`` until the server answers (or shutdown's deadline passes)."""
+        self.unreachable = True
+        warn_once(
+            _OUTAGE + "-unreachable",
+            "runlog cannot reach %s; events are kept in memory and written when it is back",
+            self.store.url,
+        )
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    self.call(lambda: self.store.write(rows))
+                    return
+                except StoreUnreachable:
+                    if self.give_up_at is not None and time.monotonic() >= self.give_up_at:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        finally:
+            self.unreachable = False
+            forget_warning(_OUTAGE + "-unreachable")
 
     def _drop(self, count: int, exc: BaseException) -> None:
         self.dropped += count
@@ -149,6 +190,7 @@ class BatchWriter:
         self._batch_size = batch_size
         self._interval = interval
         self._queue_size = queue_size
+        self._threshold = min(batch_size, queue_size)
         self._backpressure_timeout = backpressure_timeout
         self._queue: deque[Row | threading.Event | _Stop] = deque()
         self._wake = threading.Event()
@@ -164,26 +206,60 @@ class BatchWriter:
             self._start()
         queue.append(row)
         pending = len(queue)
-        if pending >= self._batch_size:
-            if not self._wake.is_set():
+        if pending >= self._threshold:  # one comparison on the hot path
+            if pending >= self._batch_size and not self._wake.is_set():
                 self._wake.set()
             if pending >= self._queue_size:
-                self._wait_for_room()
+                if self.persister.unreachable:
+                    self._shed(queue)
+                else:
+                    self._wait_for_room()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything submitted before the call is written (or given up)."""
+        """Block until everything submitted before the call is written (or given up).
+
+        While the server is unreachable this returns False after ``lock_timeout``
+        (or ``timeout``) rather than for as long as the outage lasts.
+        """
         if self._thread is None or not self._thread.is_alive():
             return not self._queue
         done = threading.Event()
         self._queue.append(done)
         self._wake.set()
-        return done.wait(timeout)
+        start = time.monotonic()
+        while not done.wait(0.05):
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                return False
+            if self.persister.unreachable and waited >= self.persister.lock_timeout:
+                return False
+            if not self._thread.is_alive():
+                return done.is_set()
+        return True
+
+    def _shed(self, queue: deque[Row | threading.Event | _Stop]) -> None:
+        """The server is down and the queue full: drop the newest event, counted."""
+        try:
+            item = queue.pop()
+        except IndexError:
+            return
+        if not isinstance(item, tuple):  # a flush or stop marker that just arrived
+            queue.append(item)
+            return
+        self.persister.dropped += 1
+        warn_once(
+            "queue-full-unreachable",
+            "runlog's queue is full while %s is unreachable; dropping new events "
+            "(counted in process.exited)",
+            self.persister.store.url,
+        )
 
     def close(self, timeout: float | None = None) -> bool:
         """Write what is queued, then stop the thread."""
         with self._start_lock:
             self._closed = True
             thread = self._thread
+        self.persister.give_up_at = time.monotonic() + self.persister.lock_timeout
         if thread is None or not thread.is_alive():
             return not self._queue
         self._queue.append(_STOP)
@@ -249,7 +325,7 @@ class BatchWriter:
         return False
 
     def _write(self, batch: list[Row]) -> None:
-        self.persister.write(batch)
+        self.persister.write(batch, outlast_outages=True)
         with self._room:
             self._room.notify_all()
 

@@ -22,6 +22,14 @@ class StoreBusy(Exception):
     """Transient: the database is locked by another writer (or briefly unreachable)."""
 
 
+class StoreUnreachable(StoreBusy):
+    """Transient: the server cannot be reached (down, restarting, connection lost).
+
+    The background writer waits such an outage out with the batch in hand, however
+    long it lasts, while new events queue up to the queue's bound.
+    """
+
+
 class StoreFault(Exception):
     """The write failed for a reason waiting will not fix soon (read-only, full, gone)."""
 
@@ -86,4 +94,4 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Event", "Row", "Store", "StoreBusy", "StoreFault"]
+__all__ = ["Event", "Row", "Store", "StoreBusy", "StoreFault", "StoreUnreachable"]
