@@ -21,6 +21,7 @@ import pytest
 
 import runlog
 from runlog._runs import get_runtime
+from runlog._store import Reader
 
 from pg_server import PgServer, fresh_database, server_for_tests
 from support import python, rows, spawn
@@ -199,15 +200,21 @@ class TestSchema:
         assert backend.columns() == EXPECTED_COLUMNS
 
     def test_indexes(self, backend: Backend) -> None:
-        """timestamp, run_id, parent_run_id and event_type each have a one-column index."""
+        """The four designed one-column indexes, and (parent_run_id, event_type) for state."""
         runlog.init(db=backend.url)
         found = backend.indexes()
-        assert sorted(found) == [("event_type",), ("parent_run_id",), ("run_id",), ("timestamp",)]
+        assert sorted(found) == [
+            ("event_type",),
+            ("parent_run_id",),
+            ("parent_run_id", "event_type"),
+            ("run_id",),
+            ("timestamp",),
+        ]
 
     def test_schema_version_is_recorded(self, backend: Backend) -> None:
         """The number of migrations applied is recorded in the database."""
         runlog.init(db=backend.url)
-        assert backend.schema_version() == 1
+        assert backend.schema_version() == 2
 
     def test_reopening_keeps_rows_and_schema(self, backend: Backend) -> None:
         """A second process opening an existing database keeps its rows."""
@@ -231,7 +238,7 @@ class TestSchema:
             finish(proc)
         started = backend.of_type("process.started")
         assert len(started) == 8 and all(r["id"] == r["run_id"] for r in started)
-        assert backend.schema_version() == 1
+        assert backend.schema_version() == 2
 
 
 class TestRuns:
@@ -321,7 +328,7 @@ class TestPayload:
         (row,) = backend.of_type("payload.test")
         assert row["payload"] == PAYLOAD
         assert list(row["payload"]) == list(PAYLOAD)
-        (event,) = get_runtime().store.events(event_type="payload.test")
+        (event,) = Reader(get_runtime().store).events(event_type="payload.test")
         assert (event.id, event.run_id, event.payload) == (row["id"], row["run_id"], PAYLOAD)
         assert list(event.payload) == list(PAYLOAD)
 
@@ -333,13 +340,14 @@ class TestPayload:
         runlog.log_event("a", {"i": 99}, run_id=run_id + 1000)
         runlog.flush()
         store = get_runtime().store
-        assert [e.payload["i"] for e in store.events(event_type="a")] == [1, 3, 99]
-        assert [e.payload["i"] for e in store.events(event_type="a", run_id=run_id)] == [1, 3]
-        first = store.events(event_type="b", limit=1)
+        assert [e.payload["i"] for e in Reader(store).events(event_type="a")] == [1, 3, 99]
+        mine = Reader(store).events(event_type="a", run_id=run_id)
+        assert [e.payload["i"] for e in mine] == [1, 3]
+        first = Reader(store).events(event_type="b", limit=1)
         assert [e.payload["i"] for e in first] == [0]
-        after = store.events(after_id=first[0].id, event_type="b")
+        after = Reader(store).events(after_id=first[0].id, event_type="b")
         assert [e.payload["i"] for e in after] == [2, 4]
-        assert [e.id for e in store.events()] == [r["id"] for r in backend.rows()]
+        assert [e.id for e in Reader(store).events()] == [r["id"] for r in backend.rows()]
 
 
 class TestWriting:

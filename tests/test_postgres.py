@@ -17,7 +17,7 @@ import pytest
 
 import runlog
 from runlog._runs import get_runtime
-from runlog._store import Row, StoreFault, open_store, redact_url
+from runlog._store import Reader, Row, StoreFault, open_store, redact_url
 
 from pg_server import PgServer, fresh_database, server_for_tests
 from support import python, spawn
@@ -237,7 +237,7 @@ class TestSchema:
         runlog.init(db=pg_url, sync=True)
         types = [t for (t,) in query(pg_url, "SELECT event_type FROM events ORDER BY id")]
         assert types == ["old", "process.started"]
-        assert query(pg_url, "SELECT schema_version FROM runlog_meta") == [(1,)]
+        assert query(pg_url, "SELECT schema_version FROM runlog_meta") == [(2,)]
 
 
 ADOPTER = """
@@ -294,7 +294,7 @@ class TestAdoption:
         conn.execute = counting
         run_id = store.start_run(time.time_ns(), None, "{}")
         assert len(sent) == 1 and sent[0].startswith("INSERT")
-        assert store.events(run_id=run_id)[0].id == run_id
+        assert Reader(store).events(run_id=run_id)[0].id == run_id
 
 
 def lose_reply(monkeypatch: pytest.MonkeyPatch, name: str, *, after: bool) -> Callable[[], int]:
@@ -423,7 +423,7 @@ class TestReconnecting:
         store.write(batch(3))
         pg_server.stop()
         pg_server.start()
-        assert [e.payload["i"] for e in store.events()] == [0, 1, 2]
+        assert [e.payload["i"] for e in Reader(store).events()] == [0, 1, 2]
 
     def test_forked_child_leaves_the_parent_session_alone(self, pg_url: str) -> None:
         """A forked child that logs and exits normally never closes the parent's session."""

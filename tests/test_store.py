@@ -11,7 +11,7 @@ import pytest
 
 import runlog
 from runlog._store import open_store
-from runlog._store._sqlite import SCHEMA_VERSION, sqlite_path
+from runlog._store._sqlite import MIGRATIONS, SCHEMA_VERSION, sqlite_path
 
 from support import python, rows
 
@@ -44,7 +44,7 @@ class TestSchema:
             )
         }
         conn.close()
-        assert indexed == {"timestamp", "run_id", "parent_run_id", "event_type"}
+        assert {"timestamp", "run_id", "parent_run_id", "event_type"} <= indexed
 
     def test_schema_version_is_recorded(self, db_path: Path) -> None:
         """PRAGMA user_version holds the number of migrations applied."""
@@ -52,6 +52,23 @@ class TestSchema:
         conn = sqlite3.connect(db_path)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         conn.close()
+
+    def test_older_schema_is_migrated_in_place(self, db_path: Path) -> None:
+        """A database at schema version 1 gets the later migrations and keeps its rows."""
+        conn = sqlite3.connect(db_path)
+        for sql in MIGRATIONS[0]:
+            conn.execute(sql)
+        conn.execute("INSERT INTO events VALUES (1, 1, 1, NULL, 'process.started', '{}')")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+        conn.close()
+        runlog.init(db=str(db_path))
+        conn = sqlite3.connect(db_path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        conn.close()
+        assert "events_parent_run_id_event_type" in names
+        assert [r["id"] for r in rows(db_path)] == [1, 2]
 
     def test_wal_journal(self, db_path: Path) -> None:
         """The database uses write-ahead logging so readers and many writers coexist."""

@@ -21,6 +21,7 @@ private and may change in any release.
 
 from __future__ import annotations
 
+from . import state
 from ._errors import ConfigurationError, RunlogError, StoreUnavailableError
 from ._instrument import instrument_openai, uninstrument_openai
 from ._llm import LLMCall, llm_call
@@ -49,6 +50,7 @@ __all__ = [
     "llm_call",
     "log_event",
     "span",
+    "state",
     "traced_event",
     "uninstrument_openai",
 ]

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import _runs
 from ._config import resolve
-from ._store import Event
+from ._store import Event, Reader
 
 
 class Capture:
@@ -51,7 +51,7 @@ class Capture:
         if self._final is not None:
             return list(self._final)
         self._runtime.sink.flush()
-        return self._runtime.store.events()
+        return Reader(self._runtime.store).events()
 
     def of_type(self, event_type: str) -> list[Event]:
         """The events of one type, in order."""

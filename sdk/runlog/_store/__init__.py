@@ -12,6 +12,7 @@ import re
 
 from .._errors import ConfigurationError
 from ._base import Event, Row, Store, StoreBusy, StoreFault, StoreUnreachable
+from ._reader import Reader
 from ._sqlite import SQLiteStore
 
 _POSTGRES = ("postgresql", "postgres")
@@ -46,20 +47,25 @@ def redact_url(url: str) -> str:
     return head + authority + _QUERY_PASSWORD.sub(r"\1***", tail)
 
 
-def open_store(db: str) -> Store:
-    """Return the store ``db`` names (nothing is opened yet; call ``create()``)."""
+def open_store(db: str, *, readonly: bool = False) -> Store:
+    """Return the store ``db`` names (nothing is opened yet; call ``create()``).
+
+    ``readonly``: for readers such as the ``runlog`` command, which must neither
+    create a database nor change its schema.
+    """
     scheme = db.split(":", 1)[0].lower() if "://" in db else ""
     if scheme in ("", "sqlite", "file"):
-        return SQLiteStore(db[len("file://") :] if scheme == "file" else db)
+        path = db[len("file://") :] if scheme == "file" else db
+        return SQLiteStore(path, readonly=readonly)
     if scheme in _POSTGRES:
-        return _postgres_store(db)
+        return _postgres_store(db, readonly)
     raise ConfigurationError(
         f"unsupported database URL {redact_url(db)!r}: use a file path, sqlite:///path "
         "or postgresql://user@host/dbname"
     )
 
 
-def _postgres_store(db: str) -> Store:
+def _postgres_store(db: str, readonly: bool) -> Store:
     try:
         from ._postgres import PostgresStore
     except ImportError as exc:
@@ -68,11 +74,12 @@ def _postgres_store(db: str) -> Store:
             f"psycopg 3, is not importable ({exc}). Install it with: "
             "pip install 'runlog[postgres]'"
         ) from None
-    return PostgresStore(db)
+    return PostgresStore(db, readonly=readonly)
 
 
 __all__ = [
     "Event",
+    "Reader",
     "Row",
     "Store",
     "StoreBusy",

@@ -63,7 +63,11 @@ class Store(Protocol):
     url: str
 
     def create(self) -> None:
-        """Create the database and schema if needed; raise ConfigurationError if unusable."""
+        """Create the database and schema if needed; raise ConfigurationError if unusable.
+
+        A store opened read-only (the ``runlog`` command) creates nothing: it checks
+        that the database exists and holds an ``events`` table.
+        """
         ...
 
     def start_run(self, timestamp: int, parent_run_id: int | None, payload: str) -> int:
@@ -74,15 +78,15 @@ class Store(Protocol):
         """Insert ``rows`` in one transaction: all of them or, on error, none."""
         ...
 
-    def events(
-        self,
-        *,
-        run_id: int | None = None,
-        event_type: str | None = None,
-        after_id: int = 0,
-        limit: int | None = None,
-    ) -> list[Event]:
-        """Read events in ``id`` order, optionally filtered."""
+    placeholder: str
+    """The driver's parameter placeholder: ``?`` or ``%s``."""
+
+    def json_text(self, key: str) -> str:
+        """SQL for the payload's top-level field ``key`` as text (for ``Reader``)."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query (with ``placeholder`` parameters); return all rows."""
         ...
 
     def close(self) -> None:

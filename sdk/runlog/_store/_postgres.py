@@ -40,7 +40,7 @@ from psycopg import conninfo, pq
 
 from .._errors import ConfigurationError
 from . import redact_url, url_password
-from ._base import Event, Row, StoreBusy, StoreFault, StoreUnreachable
+from ._base import Row, StoreBusy, StoreFault, StoreUnreachable
 
 T = TypeVar("T")
 
@@ -61,6 +61,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS events_run_id ON events(run_id)",
         "CREATE INDEX IF NOT EXISTS events_parent_run_id ON events(parent_run_id)",
         "CREATE INDEX IF NOT EXISTS events_event_type ON events(event_type)",
+    ),
+    # runlog.state counts a run's children: parent_run_id alone matches every event
+    # of every child, so the type must be in the index too.
+    (
+        "CREATE INDEX IF NOT EXISTS events_parent_run_id_event_type"
+        " ON events(parent_run_id, event_type)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -143,7 +149,9 @@ class _Unsure:
 class PostgresStore:
     """The ``events`` table on a PostgreSQL server, shared by any number of processes."""
 
-    def __init__(self, db: str) -> None:
+    placeholder = "%s"
+
+    def __init__(self, db: str, *, readonly: bool = False) -> None:
         scheme, sep, rest = db.partition("://")
         db = scheme.lower() + sep + rest  # libpq knows the schemes in lower case only
         self.url = redact_url(db)
@@ -159,6 +167,7 @@ class PostgresStore:
             db, **{k: v for k, v in _DEFAULTS.items() if k not in given}
         )
         self._conn: psycopg.Connection[Any] | None = None
+        self.readonly = readonly
         self._sequence = ""
         self._lock = threading.Lock()
         self._unsure: _Unsure | None = None
@@ -168,6 +177,13 @@ class PostgresStore:
     def create(self) -> None:
         """Connect and create the schema now, so that init() reports an unusable server."""
         self._run(lambda conn: None)
+        if self.readonly:
+            ((found,),) = self.query("SELECT to_regclass('events') IS NOT NULL")
+            if not found:
+                raise ConfigurationError(f"{self.url!r} is not a runlog database (no events table)")
+
+    def json_text(self, key: str) -> str:
+        return f"(payload::jsonb ->> '{key}')"
 
     def _open(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._conninfo, autocommit=True)
@@ -175,7 +191,8 @@ class PostgresStore:
             # READ COMMITTED: after waiting for the advisory lock, the next statement
             # sees what the previous holder committed, whatever the server's default.
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-            self._sequence = self._migrate(conn)
+            if not self.readonly:
+                self._sequence = self._migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -301,28 +318,6 @@ class PostgresStore:
             self._unsure = None
             raise StoreFault(f"an event cannot be encoded: {exc}") from exc
         self._unsure = None
-
-    def events(
-        self,
-        *,
-        run_id: int | None = None,
-        event_type: str | None = None,
-        after_id: int = 0,
-        limit: int | None = None,
-    ) -> list[Event]:
-        where: list[str] = ["id > %s"]
-        params: list[Any] = [after_id]
-        if run_id is not None:
-            where.append("run_id = %s")
-            params.append(run_id)
-        if event_type is not None:
-            where.append("event_type = %s")
-            params.append(event_type)
-        sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(int(limit))
-        return [Event.from_row(row) for row in self.query(sql, params)]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (``%s`` placeholders) and return all rows."""

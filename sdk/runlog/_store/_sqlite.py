@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import ConfigurationError
-from ._base import Event, Row, StoreBusy, StoreFault
+from ._base import Row, StoreBusy, StoreFault
 
 T = TypeVar("T")
 
@@ -33,6 +33,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS events_run_id ON events(run_id)",
         "CREATE INDEX IF NOT EXISTS events_parent_run_id ON events(parent_run_id)",
         "CREATE INDEX IF NOT EXISTS events_event_type ON events(event_type)",
+    ),
+    # runlog.state counts a run's children: parent_run_id alone matches every event
+    # of every child, so the type must be in the index too.
+    (
+        "CREATE INDEX IF NOT EXISTS events_parent_run_id_event_type"
+        " ON events(parent_run_id, event_type)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -93,9 +99,12 @@ def _create_file(path: Path) -> None:
 class SQLiteStore:
     """The ``events`` table in one SQLite file, shared by any number of processes."""
 
-    def __init__(self, db: str) -> None:
+    placeholder = "?"
+
+    def __init__(self, db: str, *, readonly: bool = False) -> None:
         self.path = sqlite_path(db)
         self.url = f"sqlite:///{self.path}"
+        self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -103,6 +112,9 @@ class SQLiteStore:
     def create(self) -> None:
         """Create the file and schema now, raising a clear error if the path is unusable."""
         name = str(self.path)
+        if self.readonly:
+            self._check_readable(name)
+            return
         try:
             if self.path.is_dir():
                 raise ConfigurationError(f"runlog's database path is a directory: {name!r}")
@@ -119,9 +131,27 @@ class SQLiteStore:
             )
         self._run(lambda conn: None)
 
+    def _check_readable(self, name: str) -> None:
+        if not self.path.is_file():
+            raise ConfigurationError(f"no runlog database at {name!r}")
+        try:
+            tables = self._run(
+                lambda conn: conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                ).fetchall()
+            )
+        except StoreFault as exc:
+            raise ConfigurationError(f"{name!r} is not a runlog database ({exc})") from None
+        if not tables:
+            raise ConfigurationError(f"{name!r} is not a runlog database (no events table)")
+
+    def json_text(self, key: str) -> str:
+        return f"json_extract(payload, '$.{key}')"
+
     def _connect(self) -> sqlite3.Connection:
         # mode=rw: never silently create a new, empty file after the first one vanished.
-        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=rw"
+        mode = "ro" if self.readonly else "rw"
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={mode}"
         conn = sqlite3.connect(
             uri,
             uri=True,
@@ -129,6 +159,8 @@ class SQLiteStore:
             isolation_level=None,
             check_same_thread=False,
         )
+        if self.readonly:
+            return conn
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -206,31 +238,6 @@ class SQLiteStore:
                     raise
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
-
-    def events(
-        self,
-        *,
-        run_id: int | None = None,
-        event_type: str | None = None,
-        after_id: int = 0,
-        limit: int | None = None,
-    ) -> list[Event]:
-        where: list[str] = ["id > ?"]
-        params: list[Any] = [after_id]
-        if run_id is not None:
-            where.append("run_id = ?")
-            params.append(run_id)
-        if event_type is not None:
-            where.append("event_type = ?")
-            params.append(event_type)
-        sql = (
-            "SELECT id, timestamp, run_id, parent_run_id, event_type, payload FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY id"
-        )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self.query(sql, params)
-        return [Event.from_row(row) for row in rows]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (``?`` placeholders) and return all rows."""

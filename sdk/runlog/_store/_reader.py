@@ -1,0 +1,136 @@
+"""Reading the ``events`` table the same way on every backend.
+
+Backends differ in two small things, their placeholder (``?`` or ``%s``) and how SQL
+reads a payload field (``json_extract`` or ``->>``); a :class:`Reader` writes each
+query once and asks the store for those two.  ``runlog.state``, ``runlog.testing``
+and the ``runlog`` command read through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._base import Event, Store
+
+_COLUMNS = "id, timestamp, run_id, parent_run_id, event_type, payload"
+Filter = Mapping[str, Any]
+
+
+class Reader:
+    """Queries over one store's ``events`` table (see the module docstring)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._p = store.placeholder
+
+    def _where(
+        self,
+        *,
+        event_type: str | Sequence[str] | None = None,
+        run_id: int | None = None,
+        parent_run_id: int | None = None,
+        payload: Filter | None = None,
+        after_id: int = 0,
+    ) -> tuple[str, list[Any]]:
+        p = self._p
+        clauses: list[str] = []
+        params: list[Any] = []
+        if after_id:  # only when asked: "id > 0" can steer SQLite away from an index
+            clauses.append(f"id > {p}")
+            params.append(after_id)
+        if isinstance(event_type, str):
+            clauses.append(f"event_type = {p}")
+            params.append(event_type)
+        elif event_type is not None:
+            types = list(event_type)
+            clauses.append(f"event_type IN ({', '.join([p] * len(types))})" if types else "0=1")
+            params.extend(types)
+        for column, value in (("run_id", run_id), ("parent_run_id", parent_run_id)):
+            if value is not None:
+                clauses.append(f"{column} = {p}")
+                params.append(value)
+        for key, value in (payload or {}).items():
+            if not (key.isascii() and key.replace("_", "").isalnum()):
+                raise ValueError(f"payload filters take plain field names, got {key!r}")
+            clauses.append(f"{self.store.json_text(key)} = {p}")
+            params.append(str(value))
+        return " AND ".join(clauses) or "1=1", params
+
+    def events(
+        self,
+        *,
+        event_type: str | Sequence[str] | None = None,
+        run_id: int | None = None,
+        parent_run_id: int | None = None,
+        payload: Filter | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Event]:
+        """Events matching every filter given, in ``id`` order (or newest first)."""
+        where, params = self._where(
+            event_type=event_type,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            payload=payload,
+            after_id=after_id,
+        )
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY id"
+        if newest_first:
+            sql += " DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [Event.from_row(row) for row in self.store.query(sql, params)]
+
+    def count(
+        self,
+        *,
+        event_type: str | Sequence[str] | None = None,
+        run_id: int | None = None,
+        parent_run_id: int | None = None,
+        payload: Filter | None = None,
+    ) -> int:
+        """How many events match every filter given (payload values compare as text)."""
+        where, params = self._where(
+            event_type=event_type, run_id=run_id, parent_run_id=parent_run_id, payload=payload
+        )
+        ((n,),) = self.store.query(f"SELECT COUNT(*) FROM events WHERE {where}", params)
+        return int(n)
+
+    def latest(
+        self,
+        event_type: str,
+        *,
+        run_id: int | None = None,
+        parent_run_id: int | None = None,
+        payload: Filter | None = None,
+    ) -> Event | None:
+        """The most recent event of ``event_type`` matching the filters, or None."""
+        found = self.events(
+            event_type=event_type,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            payload=payload,
+            limit=1,
+            newest_first=True,
+        )
+        return found[0] if found else None
+
+    def tally(self) -> dict[int, dict[str, int]]:
+        """Events per run and type: ``{run_id: {event_type: count}}``."""
+        rows = self.store.query(
+            "SELECT run_id, event_type, COUNT(*) FROM events GROUP BY run_id, event_type"
+        )
+        out: dict[int, dict[str, int]] = {}
+        for run_id, event_type, n in rows:
+            out.setdefault(int(run_id), {})[str(event_type)] = int(n)
+        return out
+
+    def last_id(self) -> int:
+        """The highest ``id`` in the table (0 when empty)."""
+        ((n,),) = self.store.query("SELECT COALESCE(MAX(id), 0) FROM events")
+        return int(n)
+
+
+__all__ = ["Reader"]
