@@ -41,33 +41,15 @@ from psycopg import conninfo, pq
 from .._errors import ConfigurationError
 from . import redact_url, url_password
 from ._base import Row, StoreBusy, StoreFault, StoreUnreachable
+from ._schema import migrations
 
 T = TypeVar("T")
 
 
-# Numbered migrations, applied in order under the advisory lock; the number of the last
-# one applied is runlog_meta.schema_version.  Never edit one that has shipped.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE IF NOT EXISTS events (
-            id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            timestamp     BIGINT NOT NULL,
-            run_id        BIGINT NOT NULL,
-            parent_run_id BIGINT,
-            event_type    TEXT NOT NULL,
-            payload       TEXT
-        )""",
-        "CREATE INDEX IF NOT EXISTS events_timestamp ON events(timestamp)",
-        "CREATE INDEX IF NOT EXISTS events_run_id ON events(run_id)",
-        "CREATE INDEX IF NOT EXISTS events_parent_run_id ON events(parent_run_id)",
-        "CREATE INDEX IF NOT EXISTS events_event_type ON events(event_type)",
-    ),
-    # runlog.state counts a run's children: parent_run_id alone matches every event
-    # of every child, so the type must be in the index too.
-    (
-        "CREATE INDEX IF NOT EXISTS events_parent_run_id_event_type"
-        " ON events(parent_run_id, event_type)",
-    ),
+# Numbered migrations (see _schema), applied under the advisory lock; the number
+# applied is runlog_meta.schema_version.
+MIGRATIONS = migrations(
+    id_column="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", integer="BIGINT"
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,34 +13,12 @@ from typing import Any, TypeVar
 
 from .._errors import ConfigurationError
 from ._base import Row, StoreBusy, StoreFault
+from ._schema import migrations
 
 T = TypeVar("T")
 
-# Numbered migrations, applied in order inside one write transaction; the number of
-# the last one applied is the database's PRAGMA user_version.  Never edit one that
-# has shipped: append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE IF NOT EXISTS events (
-            id            INTEGER PRIMARY KEY,
-            timestamp     INTEGER NOT NULL,
-            run_id        INTEGER NOT NULL,
-            parent_run_id INTEGER,
-            event_type    TEXT NOT NULL,
-            payload       TEXT
-        )""",
-        "CREATE INDEX IF NOT EXISTS events_timestamp ON events(timestamp)",
-        "CREATE INDEX IF NOT EXISTS events_run_id ON events(run_id)",
-        "CREATE INDEX IF NOT EXISTS events_parent_run_id ON events(parent_run_id)",
-        "CREATE INDEX IF NOT EXISTS events_event_type ON events(event_type)",
-    ),
-    # runlog.state counts a run's children: parent_run_id alone matches every event
-    # of every child, so the type must be in the index too.
-    (
-        "CREATE INDEX IF NOT EXISTS events_parent_run_id_event_type"
-        " ON events(parent_run_id, event_type)",
-    ),
-)
+# Numbered migrations (see _schema); the number applied is PRAGMA user_version.
+MIGRATIONS = migrations(id_column="INTEGER PRIMARY KEY", integer="INTEGER")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT = (
