@@ -394,17 +394,13 @@ class TestWriting:
 class TestTracing:
     def test_span_and_traced_event(self, backend: Backend) -> None:
         """span() and @traced_event log their events under the run on every backend."""
-        span = getattr(runlog, "span", None)
-        traced_event = getattr(runlog, "traced_event", None)
-        if span is None or traced_event is None:
-            pytest.skip("runlog.span / runlog.traced_event are not exported yet")
         run_id = runlog.init(db=backend.url)
 
-        def claim_task(task_id: int) -> int:
+        @runlog.traced_event("task.claimed")
+        def claim(task_id: int) -> int:
             return task_id
 
-        claim = traced_event("task.claimed")(claim_task)
-        with span("task", task_id=7):
+        with runlog.span("task", task_id=7):
             claim(7)
         runlog.flush()
         kinds = [r["event_type"] for r in backend.rows()[1:]]
@@ -414,6 +410,44 @@ class TestTracing:
         assert events[0]["payload"]["span_id"] == events[2]["payload"]["span_id"]
         assert events[1]["payload"]["status"] == "ok"
         assert events[2]["payload"]["duration_ms"] >= 0
+
+    def test_llm_call(self, backend: Backend) -> None:
+        """llm_call logs its one event with token numbers on every backend."""
+        runlog.init(db=backend.url)
+        with runlog.llm_call("gpt-4o-mini") as call:
+            call.record(input_tokens=3, output_tokens=5)
+        runlog.flush()
+        (event,) = [r for r in backend.rows() if r["event_type"] == "llm_call.completed"]
+        assert (event["payload"]["input_tokens"], event["payload"]["token_source"]) == (3, "usage")
+
+
+class TestState:
+    def test_derived_state(self, backend: Backend) -> None:
+        """worker_instance_seq and current_good_rev give the same answers on every backend."""
+        sup = runlog.init(role="supervisor", db=backend.url)
+        for seq in (1, 2):
+            python(
+                f"import runlog; runlog.init(role='worker', instance_id='worker-{seq}')",
+                None,
+                RUNLOG_DB=backend.url,
+                PARENT_RUN_ID=str(sup),
+            )
+        python(
+            "import runlog; runlog.init(role='monitor')",
+            None,
+            RUNLOG_DB=backend.url,
+            PARENT_RUN_ID=str(sup),
+        )
+        assert runlog.state.worker_instance_seq() == 2
+        assert runlog.state.current_good_rev() is None
+        runlog.log_event("revision.promoted", {"revision": "r1"})
+        runlog.log_event("revision.promoted", {"revision": "r2"})
+        assert runlog.state.current_good_rev() == "r2"
+        assert runlog.state.count_events("process.started", role="worker") == 2
+        assert [c.payload["instance_id"] for c in runlog.state.children(role="worker")] == [
+            "worker-1",
+            "worker-2",
+        ]
 
 
 # -- PostgreSQL only: the server goes away ------------------------------------------
