@@ -3,18 +3,19 @@
 Backends differ in two small things, their placeholder (``?`` or ``%s``) and how SQL
 reads a payload field (``json_extract`` or ``->>``); a :class:`Reader` writes each
 query once and asks the store for those two.  ``runlog.state``, ``runlog.testing``
-and the ``runlog`` command read through it.
+and the ``runlog`` command read through it; nothing here writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._base import Event, Store
 
 _COLUMNS = "id, timestamp, run_id, parent_run_id, event_type, payload"
 Filter = Mapping[str, Any]
+_CHUNK = 500  # run ids per IN (...) list: well under every driver's parameter limit
 
 
 class Reader:
@@ -131,6 +132,58 @@ class Reader:
         """The highest ``id`` in the table (0 when empty)."""
         ((n,),) = self.store.query("SELECT COALESCE(MAX(id), 0) FROM events")
         return int(n)
+
+    # -- for the ``runlog`` command: a few runs at once, and following new rows ----------
+    def _runs_in(self, run_ids: Collection[int] | None) -> Iterator[tuple[str, list[Any]]]:
+        """``run_id IN (...)`` clauses covering ``run_ids`` in chunks (``1=1`` for None)."""
+        if run_ids is None:
+            yield "1=1", []
+            return
+        ids = sorted(run_ids)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            yield f"run_id IN ({', '.join([self._p] * len(chunk))})", list(chunk)
+
+    def tally_runs(
+        self, run_ids: Collection[int] | None = None, *, payload: Filter | None = None
+    ) -> dict[int, dict[str, int]]:
+        """Like :meth:`tally`, for some runs only (None: all) and matching ``payload``."""
+        where, params = self._where(payload=payload)
+        out: dict[int, dict[str, int]] = {}
+        for runs, run_params in self._runs_in(run_ids):
+            rows = self.store.query(
+                f"SELECT run_id, event_type, COUNT(*) FROM events WHERE {where} AND {runs}"
+                " GROUP BY run_id, event_type",
+                [*params, *run_params],
+            )
+            for run_id, event_type, n in rows:
+                out.setdefault(int(run_id), {})[str(event_type)] = int(n)
+        return out
+
+    def events_of_runs(
+        self,
+        run_ids: Collection[int] | None,
+        *,
+        event_type: str | Sequence[str] | None = None,
+    ) -> list[Event]:
+        """Events of several runs (None: of every run), in ``id`` order."""
+        where, params = self._where(event_type=event_type)
+        found: list[Event] = []
+        for runs, run_params in self._runs_in(run_ids):
+            sql = f"SELECT {_COLUMNS} FROM events WHERE {where} AND {runs} ORDER BY id"
+            found += [Event.from_row(row) for row in self.store.query(sql, [*params, *run_params])]
+        return sorted(found, key=lambda event: event.id) if run_ids else found
+
+    def ids_after(self, after_id: int) -> list[int]:
+        """Every ``id`` above ``after_id``, ascending: cheap, from the primary key alone.
+
+        A follower (``runlog tail -f``) uses it to notice an id that commits late: on
+        PostgreSQL ids are taken before the commit, so they need not appear in order.
+        """
+        rows = self.store.query(
+            f"SELECT id FROM events WHERE id > {self._p} ORDER BY id", [after_id]
+        )
+        return [int(row[0]) for row in rows]
 
 
 __all__ = ["Reader"]

@@ -1,0 +1,56 @@
+"""The ``runlog`` command: read what runlog recorded, never write.
+
+::
+
+    runlog tree [RUN_ID] [-n N]                      the process tree
+    runlog tail [-f] [-n N] [--type T] [--run R]     events, one per line; -f follows
+    runlog stats                                     LLM calls per model
+    runlog show RUN_ID                               one run's events in order
+
+Every command takes ``--db`` (default: ``RUNLOG_DB``, else ``runlog.db``, as the SDK)
+and ``--json``.  The database is opened read-only: the command never creates or
+migrates one, and never starts a run of its own.  Exit status: 0 done, 1 an error the
+user can fix (no such database, not a runlog database, unknown run, a database that
+cannot be read), 2 a usage error; a pipe closed early (``runlog tail | head``) ends
+quietly with 1, rich's convention.  Private: the interface is the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._errors import RunlogError
+from .._store import Reader, StoreBusy, StoreFault, redact_url
+from . import _show, _stats, _tail, _tree
+from ._args import build_parser
+from ._db import CLIError, open_reader, resolve_db
+from ._output import Output
+
+COMMANDS = {c.name: c for c in (_tree.COMMAND, _tail.COMMAND, _stats.COMMAND, _show.COMMAND)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser(list(COMMANDS.values()))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 0
+    out = Output(json_mode=args.json)
+    db, source = resolve_db(args.db)
+    reader: Reader | None = None
+    try:
+        reader = open_reader(db, source)
+        return COMMANDS[args.command].run(reader, args, out)
+    except (CLIError, RunlogError) as exc:
+        return out.error(str(exc))
+    except (StoreBusy, StoreFault) as exc:  # unreachable, or failing in the middle
+        return out.error(f"cannot read {redact_url(db)}: {exc}")
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if reader is not None:
+            reader.store.close()
+
+
+__all__ = ["COMMANDS", "main"]

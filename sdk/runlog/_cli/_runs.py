@@ -1,0 +1,232 @@
+"""Run summaries: the process tree that ``tree`` draws and ``show`` heads its table with.
+
+Everything comes from a handful of queries, whatever the size of the table: the count of
+events per run and type (one ``GROUP BY``), the ``process.started`` and
+``process.exited`` rows, the failures (``status: "error"``) per run and type, and the
+``llm_call`` events of the runs shown (for their tokens).
+
+* A run's parent is its ``process.started`` row's ``parent_run_id``.  A run whose
+  parent is not in the database (started by a process that logs elsewhere) is drawn as
+  a root, with a note; so is a run written only through the explicit
+  ``log_event(..., run_id=...)`` form, which has no ``process.started``.
+* spans: ``<name>.started`` events; span failures: ``<name>.failed`` events and any
+  other event whose payload says ``status: "error"`` (a ``@traced_event`` call that
+  raised); a ``cancelled`` span is not a failure.
+* LLM calls: ``llm_call.completed`` and ``llm_call.failed``; tokens are the sums over
+  completed calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._store import Event, Reader
+from ._db import CLIError
+from ._liveness import liveness
+from ._output import exit_failed
+
+LLM_TYPES = ("llm_call.completed", "llm_call.failed")
+
+
+@dataclass
+class RunSummary:
+    """One run (one process) as ``tree`` and ``show`` report it."""
+
+    run_id: int
+    parent_run_id: int | None
+    role: str | None
+    instance_id: str | None
+    pid: int | None
+    host: str | None
+    version: str | None
+    started: int | None
+    """``process.started``'s timestamp (Unix ns), None if the run has no such row."""
+    status: str
+    """``exited``, ``running``, ``lost`` or ``unknown`` (see ``_liveness``)."""
+    exit: dict[str, Any] | None
+    """The ``process.exited`` payload: reason, exit_code, signal, error_type, error."""
+    duration_ms: float | None
+    """To the exit; while running, to now; lost or unknown, to the last event."""
+    events: int
+    spans: int
+    span_failures: int
+    llm_calls: int
+    llm_failures: int
+    input_tokens: int
+    output_tokens: int
+    notes: list[str] = field(default_factory=list)
+    children: list[RunSummary] = field(default_factory=list)
+
+    @property
+    def exit_failed(self) -> bool:
+        """Exited by an exception, a signal or with a non-zero code; or lost."""
+        if self.status == "lost":
+            return True
+        return self.exit is not None and exit_failed(self.exit)
+
+    @property
+    def failed(self) -> bool:
+        """Anything in this run failed: its exit, a span or an LLM call."""
+        return self.exit_failed or bool(self.span_failures or self.llm_failures)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary and its children as plain JSON, with ``failed`` spelled out."""
+        data = asdict(self)
+        data["failed"] = self.failed
+        data["children"] = [child.to_json() for child in self.children]
+        return data
+
+
+@dataclass
+class _Facts:
+    """What the summaries need beyond the per-run counts, for the runs shown."""
+
+    exits: dict[int, Event]
+    errors: dict[int, dict[str, int]]
+    llm: dict[int, list[Event]]
+
+    @classmethod
+    def load(cls, reader: Reader, run_ids: Collection[int] | None) -> _Facts:
+        exits = {e.run_id: e for e in reader.events_of_runs(run_ids, event_type="process.exited")}
+        llm: dict[int, list[Event]] = {}
+        for event in reader.events_of_runs(run_ids, event_type=LLM_TYPES):
+            llm.setdefault(event.run_id, []).append(event)
+        errors = reader.tally_runs(run_ids, payload={"status": "error"})
+        return cls(exits, errors, llm)
+
+
+def load_tree(reader: Reader, root: int | None = None, last: int | None = None) -> list[RunSummary]:
+    """The tree under run ``root``, or under every root run (only the ``last`` N if given)."""
+    counts = reader.tally_runs()
+    starts: dict[int, Event] = {}
+    for event in reader.events(event_type="process.started"):
+        starts.setdefault(event.run_id, event)
+    parents = {rid: _parent(reader, rid, starts) for rid in counts}
+    kids: dict[int, list[int]] = {}
+    for rid in sorted(counts):
+        up = parents[rid]
+        if up is not None:
+            kids.setdefault(up, []).append(rid)
+    if root is not None and root not in counts:
+        raise CLIError(f"no run {root} in {reader.store.url}")
+    walk = _walk([root] if root is not None else _tops(parents, last), kids)
+    shown = None if len(walk) == len(counts) else [rid for rid, _ in walk]
+    facts = _Facts.load(reader, shown)
+    nodes = {rid: _summary(reader, rid, parents[rid], starts, counts, facts) for rid, _ in walk}
+    for rid, up in walk:
+        if up is not None:
+            nodes[up].children.append(nodes[rid])
+        elif parents[rid] is not None and parents[rid] not in counts:
+            nodes[rid].notes.append(f"parent run {parents[rid]} is not in this database")
+    return [nodes[rid] for rid, up in walk if up is None]
+
+
+def _parent(reader: Reader, run_id: int, starts: dict[int, Event]) -> int | None:
+    if run_id in starts:
+        return starts[run_id].parent_run_id
+    first = reader.events(run_id=run_id, limit=1)  # a run written by the explicit form
+    return first[0].parent_run_id if first else None
+
+
+def _tops(parents: dict[int, int | None], last: int | None) -> list[int]:
+    """Where the drawing starts: the root runs (no parent, or a parent not in the
+    database), only the ``last`` N if asked; else followed by every run, so that runs
+    whose explicit parent ids form a cycle are drawn too (the walk skips the others)."""
+    roots = [rid for rid in sorted(parents) if parents[rid] not in parents]
+    return roots[-last:] if last else roots + sorted(parents)
+
+
+def _walk(tops: list[int], kids: dict[int, list[int]]) -> list[tuple[int, int | None]]:
+    """(run, parent in the drawing) depth first from ``tops``, each run once."""
+    seen: set[int] = set()
+    out: list[tuple[int, int | None]] = []
+    stack: list[tuple[int, int | None]] = [(top, None) for top in reversed(tops)]
+    while stack:
+        rid, up = stack.pop()
+        if rid in seen:
+            continue  # an explicit-form parent_run_id can make a cycle
+        seen.add(rid)
+        out.append((rid, up))
+        stack.extend((kid, rid) for kid in reversed(kids.get(rid, [])))
+    return out
+
+
+def _summary(
+    reader: Reader,
+    rid: int,
+    parent: int | None,
+    starts: dict[int, Event],
+    counts: dict[int, dict[str, int]],
+    facts: _Facts,
+) -> RunSummary:
+    started = starts.get(rid)
+    identity = started.payload if started else {}
+    exited = facts.exits.get(rid)
+    types = counts[rid]
+    summary = RunSummary(
+        run_id=rid,
+        parent_run_id=parent,
+        role=identity.get("role"),
+        instance_id=identity.get("instance_id"),
+        pid=identity.get("pid"),
+        host=identity.get("host"),
+        version=identity.get("version"),
+        started=started.timestamp if started else None,
+        status="exited" if exited else "unknown",
+        exit=exited.payload if exited else None,
+        duration_ms=None,
+        events=sum(types.values()),
+        spans=sum(n for t, n in types.items() if t.endswith(".started") and t != "process.started"),
+        span_failures=_span_failures(types, facts.errors.get(rid, {})),
+        llm_calls=sum(types.get(t, 0) for t in LLM_TYPES),
+        llm_failures=types.get("llm_call.failed", 0),
+        input_tokens=_tokens(facts.llm.get(rid, []), "input_tokens"),
+        output_tokens=_tokens(facts.llm.get(rid, []), "output_tokens"),
+    )
+    if started is None:
+        summary.notes.append("no process.started: written with an explicit run_id")
+    else:
+        _set_end(reader, summary, started, exited)
+    return summary
+
+
+def _set_end(reader: Reader, summary: RunSummary, started: Event, exited: Event | None) -> None:
+    """Status and duration of a run that has a ``process.started`` row."""
+    if exited is not None:
+        end = exited.timestamp
+    else:
+        summary.status, note = liveness(summary.host, summary.pid, started.timestamp)
+        summary.notes += [note] if note else []
+        if summary.status == "running":
+            end = time.time_ns()
+        else:
+            end = reader.events(run_id=summary.run_id, limit=1, newest_first=True)[0].timestamp
+    summary.duration_ms = round((end - started.timestamp) / 1e6, 3)
+
+
+def _span_failures(types: dict[str, int], errors: dict[str, int]) -> int:
+    """``*.failed`` events plus other events saying ``status: "error"``, LLM calls aside."""
+    return sum(
+        n if t.endswith(".failed") else errors.get(t, 0)
+        for t, n in types.items()
+        if t not in LLM_TYPES and not t.startswith("process.")
+    )
+
+
+def _tokens(llm_events: list[Event], key: str) -> int:
+    """The sum of ``key`` over completed calls (nulls and non-numbers left out)."""
+    return sum(
+        int(e.payload[key])
+        for e in llm_events
+        if e.event_type == "llm_call.completed" and _is_number(e.payload.get(key))
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+__all__ = ["LLM_TYPES", "RunSummary", "load_tree"]
