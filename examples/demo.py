@@ -1,56 +1,84 @@
-"""A minimal supervisor/worker system: the supervisor starts two workers, each logs work.
+"""``make demo``: run the example system once, then show what runlog recorded.
 
-Run it with ``make demo``.  Every process writes to the SQLite file that RUNLOG_DB
-names (default ``runlog.db`` here); afterwards the supervisor prints the process tree
-it can rebuild from the ``events`` table alone.
+The supervisor (examples/supervisor.py) queues 8 tasks and starts 3 workers
+(examples/worker.py); the worker that takes the batch's 3rd task dies half-way
+through it, and the supervisor re-queues the task and starts a replacement.  Then the
+``runlog`` command prints the run tree and the LLM statistics, and ``runlog.state``
+the state a supervisor derives from the table.
+
+Everything goes to the database ``RUNLOG_DB`` names (default: ``runlog.db`` in the
+working directory; a ``postgresql://`` URL works too).  It is kept between runs: run
+the demo twice and the second supervisor reads back the revision the first promoted.
+To start fresh, delete ``runlog.db`` and ``tasks.db`` (the example's task queue).
+
+Offline by default: the supervisor starts a local stand-in for the OpenAI API.  Set
+``OPENAI_API_KEY`` (and optionally ``OPENAI_BASE_URL``, ``OPENAI_MODEL``) to call a real
+endpoint instead.
+
+    python examples/demo.py [--no-crash] [more supervisor options, see supervisor.py -h]
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import runlog
 
-WORKER = Path(__file__).with_name("worker.py")
+SUPERVISOR_SCRIPT = Path(__file__).resolve().with_name("supervisor.py")
 
 
-def main() -> None:
-    db = os.environ.setdefault("RUNLOG_DB", "runlog.db")
-    run_id = runlog.init(role="supervisor", instance_id="supervisor", version="demo")
-    print(f"supervisor run {run_id} writing to {db}")
-    for seq in (1, 2):
-        # No env= needed: the child inherits PARENT_RUN_ID from this process.
-        proc = subprocess.Popen([sys.executable, str(WORKER), f"worker-{seq}"])
-        runlog.log_event("worker.spawned", {"pid": proc.pid, "instance_id": f"worker-{seq}"})
-        proc.wait()
-    runlog.flush()
-    print_tree(db, run_id)
+def heading(title: str) -> None:
+    """Print a section title, before a child process writes below it."""
+    print(f"\n=== {title} ===", flush=True)
 
 
-def print_tree(db: str, root: int) -> None:
-    """Print every event of the supervisor's run and of its children, indented by depth."""
-    conn = sqlite3.connect(db)
-    children = [
-        r
-        for (r,) in conn.execute(
-            "SELECT id FROM events WHERE event_type = 'process.started' AND parent_run_id = ?",
-            (root,),
-        )
-    ]
-    for depth, run in [(0, root)] + [(1, c) for c in children]:
-        for event_type, payload in conn.execute(
-            "SELECT event_type, payload FROM events WHERE run_id = ? ORDER BY id", (run,)
-        ):
-            fields = json.loads(payload)
-            brief = {k: v for k, v in fields.items() if k not in ("argv", "python", "host")}
-            print(f"{'    ' * depth}[run {run}] {event_type} {json.dumps(brief)}")
-    conn.close()
+def runlog_command(*args: str) -> None:
+    """Run the ``runlog`` command (``python -m runlog``) on the database RUNLOG_DB names."""
+    heading(f"runlog {' '.join(args)}")
+    subprocess.run([sys.executable, "-m", "runlog", *args], check=True)
+
+
+def print_state() -> None:
+    """Print what a supervisor derives from the table; reading starts no run of our own."""
+    heading("derived state (runlog.state)")
+    last = runlog.state.latest_event("process.started", role="supervisor")
+    if last is None:
+        print("no supervisor has run yet")
+        return
+    state = {
+        "current_good_rev()": runlog.state.current_good_rev(),
+        f"worker_instance_seq({last.run_id})": runlog.state.worker_instance_seq(last.run_id),
+        "supervisor runs recorded": runlog.state.count_events("process.started", role="supervisor"),
+    }
+    for label, value in state.items():
+        print(f"{label:<28} {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the supervisor, then print the run tree, the LLM statistics and the state."""
+    parser = argparse.ArgumentParser(description="Run the runlog example system once.")
+    parser.add_argument("--no-crash", action="store_true", help="let every worker live")
+    args, supervisor_args = parser.parse_known_args(argv)
+    os.environ.setdefault("RUNLOG_DB", "runlog.db")  # the supervisor and `runlog` read it
+
+    heading(f"the example system, logging to {os.environ['RUNLOG_DB']}")
+    crash = [] if args.no_crash else ["--crash-task", "3"]
+    command = [sys.executable, str(SUPERVISOR_SCRIPT), "--workers", "3", "--tasks", "8"]
+    code = subprocess.run([*command, *crash, *supervisor_args]).returncode
+    if code != 0:
+        print(f"the supervisor failed (exit code {code})", file=sys.stderr)
+        return code
+
+    runlog_command("tree", "--last", "1")  # the run that just ended
+    runlog_command("stats")
+    print_state()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

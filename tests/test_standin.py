@@ -183,6 +183,27 @@ class TestChatCompletions:
         server.configure(model="gpt-4o-mini-2024-07-18")
         assert (await chat(api)).model == "gpt-4o-mini-2024-07-18"
 
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_finish_reason_override(
+        self, api: Api, server: StandInServer, stream: bool
+    ) -> None:
+        """``finish_reason`` replaces the reason chat gives, streamed or not."""
+        server.configure(finish_reason="length")
+        result = await chat(api, stream=stream)
+        if stream:
+            result = (await api.drain(result))[-1]
+        assert result.choices[0].finish_reason == "length"
+
+    async def test_finish_reason_length_fails_parse(self, api: Api, server: StandInServer) -> None:
+        """A reply cut by the token limit makes ``.parse()`` raise, as the real API's does."""
+        server.configure(finish_reason="length")
+        with pytest.raises(openai.LengthFinishReasonError):
+            await api.get(
+                api.client.chat.completions.parse(
+                    model=MODEL, messages=MESSAGES, response_format=Weather
+                )
+            )
+
     async def test_usage_can_be_omitted(self, api: Api, server: StandInServer) -> None:
         """With usage off the completion has no usage at all."""
         server.configure(usage=False)

@@ -22,7 +22,12 @@ private and may change in any release.
 from __future__ import annotations
 
 from . import state
-from ._errors import ConfigurationError, RunlogError, StoreUnavailableError
+from ._errors import (
+    ConfigurationError,
+    RunlogError,
+    StoreUnavailableError,
+    report_internal_error,
+)
 from ._instrument import instrument_openai, uninstrument_openai
 from ._llm import LLMCall, llm_call
 from ._log import flush, log_event
@@ -49,6 +54,7 @@ __all__ = [
     "instrument_openai",
     "llm_call",
     "log_event",
+    "report_internal_error",
     "span",
     "state",
     "traced_event",

@@ -34,6 +34,9 @@ class Behaviour:
     ``chunks`` content deltas (``None``: one delta per word); their concatenation is
     always exactly the text, so with more chunks than characters some deltas are empty.
 
+    ``finish_reason`` overrides what chat and completions replies say (``"length"``
+    makes ``.parse()`` raise ``LengthFinishReasonError``).
+
     Usage: the numbers every endpoint reports (``input_tokens`` is chat's
     ``prompt_tokens``, ``output_tokens`` its ``completion_tokens``). ``usage=False``
     leaves usage out of every response and stream, as a provider without usage would.
@@ -54,6 +57,9 @@ class Behaviour:
     usage: bool = _field(True, "report usage at all")
     model: str | None = _field(None, "model named in replies (none: the requested one)")
     call_tools: bool = _field(True, "call a function tool when the request offers one")
+    finish_reason: str | None = _field(
+        None, "chat and completions finish reason (none: stop, or tool_calls)"
+    )
     delay: float = _field(0.0, "seconds before the response starts")
     chunk_delay: float = _field(0.0, "seconds before each content delta of a stream")
     status: int = _field(200, "HTTP status; 400-599 answer OpenAI's error JSON")

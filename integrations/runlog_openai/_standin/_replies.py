@@ -65,6 +65,10 @@ class Exchange:
         options = self.body.get("stream_options") or {}
         return self.behaviour.usage and options.get("include_usage") is True
 
+    def finish_reason(self, output: Output) -> str:
+        """Why chat and completions stopped: the behaviour's override, else the output's."""
+        return self.behaviour.finish_reason or output.finish_reason
+
     def ident(self, prefix: str) -> str:
         """A deterministic id such as ``chatcmpl-standin000003``."""
         return f"{prefix}standin{self.number:06d}"
@@ -208,7 +212,7 @@ def _chat_body(ex: Exchange, output: Output) -> dict[str, Any]:
         "index": 0,
         "message": message,
         "logprobs": None,
-        "finish_reason": output.finish_reason,
+        "finish_reason": ex.finish_reason(output),
     }
     body = {**_chat_head(ex), "choices": [choice]}
     return _with_usage(body, ex.behaviour, _chat_usage(ex.behaviour))
@@ -235,7 +239,7 @@ def _chat_events(ex: Exchange, output: Output) -> list[Event]:
         first = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
         deltas = [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces]
     events = [chunk(first), *(chunk(d, content=True) for d in deltas)]
-    events.append(chunk({}, output.finish_reason))
+    events.append(chunk({}, ex.finish_reason(output)))
     if ex.stream_usage:
         events.append(Event({**head, "choices": [], "usage": _chat_usage(ex.behaviour)}))
     return [*events, DONE]
@@ -258,12 +262,13 @@ def completions(ex: Exchange) -> Reply:
         return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
 
     text = ex.behaviour.reply
+    finish = ex.finish_reason(Output(text))
     if not ex.stream:
-        body = {**head, "choices": [choice(text, "stop")]}
+        body = {**head, "choices": [choice(text, finish)]}
         return _with_usage(body, ex.behaviour, _chat_usage(ex.behaviour))
     pieces = Output(text).pieces(ex.behaviour.chunks)
     events = [Event({**head, "choices": [choice(p, None)]}, delta=True) for p in pieces]
-    events.append(Event({**head, "choices": [choice("", "stop")]}))
+    events.append(Event({**head, "choices": [choice("", finish)]}))
     if ex.stream_usage:
         events.append(Event({**head, "choices": [], "usage": _chat_usage(ex.behaviour)}))
     return [*events, DONE]

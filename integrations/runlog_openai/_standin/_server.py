@@ -295,6 +295,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "standin/1.0"
+    disable_nagle_algorithm = True
+    """Send each write at once: headers and body go out in separate writes, and Nagle's
+    algorithm would hold the body until the client's delayed ACK, some 40 ms per reply."""
     server: _HTTPServer
 
     def do_POST(self) -> None:
