@@ -60,6 +60,16 @@ class TestNormalExit:
         assert steps(db_path) == list(range(N))
 
 
+    def test_first_event_from_an_atexit_handler_is_kept(self, db_path: Path) -> None:
+        """An event logged first during interpreter exit is written (synchronously)."""
+        code = """
+        import atexit, runlog
+        atexit.register(lambda: runlog.log_event("late.event", {"a": 1}))
+        """
+        python(code, db_path)
+        assert [r["event_type"] for r in rows(db_path)][:2] == ["process.started", "late.event"]
+
+
 class TestUnhandledException:
     def test_exception_is_recorded_and_traceback_printed(self, db_path: Path) -> None:
         """An unhandled exception logs reason "exception" and Python still prints it and exits 1."""

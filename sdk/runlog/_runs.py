@@ -78,7 +78,9 @@ class Runtime:
         self.cap = config.max_payload_bytes
 
     def _make_sink(self) -> Sink:
-        if self.config.sync:
+        # Created while the interpreter shuts down (first event from an atexit handler,
+        # say): exit hooks registered now would never run, so write synchronously.
+        if self.config.sync or not threading.main_thread().is_alive():
             return SyncWriter(self.persister)
         return BatchWriter(
             self.persister,
