@@ -59,7 +59,6 @@ class TestNormalExit:
         assert exited(db_path)["exit_code"] == code
         assert steps(db_path) == list(range(N))
 
-
     def test_first_event_from_an_atexit_handler_is_kept(self, db_path: Path) -> None:
         """An event logged first during interpreter exit is written (synchronously)."""
         code = """
