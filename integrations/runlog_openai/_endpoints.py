@@ -166,12 +166,17 @@ def _chat_item(reply: Reply, chunk: Any) -> bool:
         reason = getattr(choice, "finish_reason", None)
         if reason is not None:
             reply.finish(reason)
+    _chunk_usage_and_model(reply, chunk)
+    return content
+
+
+def _chunk_usage_and_model(reply: Reply, chunk: Any) -> None:
+    """What chat and legacy completion chunks share: usage (last chunk) and the model."""
     usage = getattr(chunk, "usage", None)
     if usage is not None:
         reply.usage(usage, "prompt_tokens", "completion_tokens")
     if reply.response_model is None:
         reply.model(getattr(chunk, "model", None))
-    return content
 
 
 # -- legacy completions --------------------------------------------------------------
@@ -199,11 +204,7 @@ def _completions_item(reply: Reply, chunk: Any) -> bool:
         reason = getattr(choice, "finish_reason", None)
         if reason is not None:
             reply.finish(reason)
-    usage = getattr(chunk, "usage", None)
-    if usage is not None:
-        reply.usage(usage, "prompt_tokens", "completion_tokens")
-    if reply.response_model is None:
-        reply.model(getattr(chunk, "model", None))
+    _chunk_usage_and_model(reply, chunk)
     return content
 
 
