@@ -7,9 +7,12 @@ work on the machine falls on all of them alike.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,4 +98,57 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-__all__ = ["Summary", "rate", "ratio", "round_robin", "run_json", "table", "us"]
+EVENT = "bench.event"
+
+
+def payload(i: int) -> dict[str, Any]:
+    """The small payload every events contender logs."""
+    return {"task_id": i, "queue": "default", "attempt": 1, "ok": True}
+
+
+def time_runlog(db: str, n: int, *, sync: bool) -> dict[str, Any]:
+    """Log ``n`` events through runlog; time the loop and the loop plus the final flush."""
+    import runlog
+
+    runlog.init(db=db, sync=sync, role="bench")
+    log = runlog.log_event
+    t0 = time.perf_counter_ns()
+    for i in range(n):
+        log(EVENT, payload(i))
+    t1 = time.perf_counter_ns()
+    if not runlog.flush(timeout=600):
+        raise RuntimeError("runlog.flush() timed out")
+    t2 = time.perf_counter_ns()
+    return {"loop_ns": t1 - t0, "total_ns": t2 - t0}
+
+
+def child_env() -> dict[str, str]:
+    """The environment for benchmark children: this one, without an inherited parent run."""
+    env = dict(os.environ)
+    env.pop("PARENT_RUN_ID", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def positive(text: str) -> int:
+    """argparse type: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+__all__ = [
+    "EVENT",
+    "Summary",
+    "child_env",
+    "payload",
+    "positive",
+    "rate",
+    "ratio",
+    "round_robin",
+    "run_json",
+    "table",
+    "time_runlog",
+    "us",
+]

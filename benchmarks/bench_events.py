@@ -40,10 +40,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import Summary, rate, ratio, round_robin, run_json, table, us
+from _common import (
+    EVENT,
+    Summary,
+    child_env,
+    payload,
+    positive,
+    rate,
+    ratio,
+    round_robin,
+    run_json,
+    table,
+    time_runlog,
+    us,
+)
 
 SCRIPT = Path(__file__).resolve()
-EVENT = "bench.event"
 BATCH = 1000  # rows per executemany in the raw batch contender (runlog's default batch_size)
 BUSY_TIMEOUT_S = 2.0  # the busy timeout runlog's SQLite store uses
 INSERT = (
@@ -65,11 +77,6 @@ RATIOS: tuple[tuple[str, str, float | None], ...] = (  # (numerator, denominator
     ("runlog sync", "sqlite3 insert+commit", 1.15),
     ("runlog batched", "sqlite3 executemany", None),  # for information
 )
-
-
-def payload(i: int) -> dict[str, Any]:
-    """The small payload every contender logs."""
-    return {"task_id": i, "queue": "default", "attempt": 1, "ok": True}
 
 
 # -- database helpers ------------------------------------------------------------------
@@ -108,18 +115,7 @@ def count(db: Path, event_type: str) -> int:
 
 # -- workers: run in a child process, time themselves ------------------------------------
 def _runlog(db: Path, n: int, *, sync: bool) -> dict[str, Any]:
-    import runlog
-
-    runlog.init(db=str(db), sync=sync, role="bench")
-    log = runlog.log_event
-    t0 = time.perf_counter_ns()
-    for i in range(n):
-        log(EVENT, payload(i))
-    t1 = time.perf_counter_ns()
-    if not runlog.flush(timeout=600):
-        raise RuntimeError("runlog.flush() timed out")
-    t2 = time.perf_counter_ns()
-    return {"loop_ns": t1 - t0, "total_ns": t2 - t0, "persisted": count(db, EVENT)}
+    return {**time_runlog(str(db), n, sync=sync), "persisted": count(db, EVENT)}
 
 
 def work_runlog_batched(db: Path, n: int) -> dict[str, Any]:
@@ -237,14 +233,6 @@ WORKERS: dict[str, Callable[[Path, int], dict[str, Any]]] = {
 
 
 # -- parent ------------------------------------------------------------------------------
-def child_env() -> dict[str, str]:
-    """The environment for workers: this one, without an inherited parent run."""
-    env = dict(os.environ)
-    env.pop("PARENT_RUN_ID", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def worker_cmd(name: str, db: Path, n: int) -> list[str]:
     return [sys.executable, str(SCRIPT), "--worker", name, "--db", str(db), "--events", str(n)]
 
@@ -402,14 +390,6 @@ def header(n: int, repeat: int, tmp: Path) -> None:
     if overrides:
         print(f"RUNLOG_* settings in effect: {overrides}")
     print(flush=True)
-
-
-def positive(text: str) -> int:
-    """argparse type: an int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

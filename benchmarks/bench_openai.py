@@ -50,7 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import Summary, ratio, run_json, table
+from _common import Summary, positive, ratio, run_json, table
 
 SCRIPT = Path(__file__).resolve()
 CHUNKS = 200
@@ -272,14 +272,6 @@ def header(sizes: dict[str, int], repeat: int, rounds: int) -> None:
         f"{repeat} child processes x {rounds} rounds; a block is {sizes['call']} calls "
         f"or {sizes['stream']} streams of {CHUNKS} chunks\n"
     )
-
-
-def positive(text: str) -> int:
-    """argparse type: an int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

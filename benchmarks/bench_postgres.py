@@ -39,10 +39,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import Summary, rate, ratio, round_robin, run_json, table, us
+from _common import (
+    EVENT,
+    Summary,
+    child_env,
+    payload,
+    rate,
+    ratio,
+    round_robin,
+    run_json,
+    table,
+    time_runlog,
+    us,
+)
 
 SCRIPT = Path(__file__).resolve()
-EVENT = "bench.event"
 BATCH = 1000
 COLUMNS = "timestamp, run_id, parent_run_id, event_type, payload"
 PG_INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (%s, %s, %s, %s, %s)"
@@ -64,11 +75,6 @@ TARGETS = (  # (numerator, denominator, upper bound or None)
     ("runlog sync pg", "psycopg insert", None),
     ("runlog sync sqlite", "sqlite3 insert+commit", None),
 )
-
-
-def payload(i: int) -> dict[str, Any]:
-    """The small payload every contender logs."""
-    return {"task_id": i, "queue": "default", "attempt": 1, "ok": True}
 
 
 def rows(n: int) -> Iterator[tuple[int, int, None, str, str]]:
@@ -125,21 +131,6 @@ def count(db: str) -> int:
 
 
 # -- workers: run in a child process, time themselves ----------------------------------
-def _runlog(db: str, n: int, *, sync: bool) -> dict[str, Any]:
-    import runlog
-
-    runlog.init(db=db, sync=sync, role="bench")
-    log = runlog.log_event
-    t0 = time.perf_counter_ns()
-    for i in range(n):
-        log(EVENT, payload(i))
-    t1 = time.perf_counter_ns()
-    if not runlog.flush(timeout=600):
-        raise RuntimeError("runlog.flush() timed out")
-    t2 = time.perf_counter_ns()
-    return {"loop_ns": t1 - t0, "total_ns": t2 - t0}
-
-
 def _psycopg(db: str, n: int, write: Callable[[Any, list[Any]], None], size: int) -> dict[str, Any]:
     import psycopg
 
@@ -193,10 +184,10 @@ def _sqlite(db: str, n: int, size: int) -> dict[str, Any]:
 
 
 WORKERS: dict[str, Callable[[str, int], dict[str, Any]]] = {
-    "runlog batched pg": lambda db, n: _runlog(db, n, sync=False),
-    "runlog batched sqlite": lambda db, n: _runlog(db, n, sync=False),
-    "runlog sync pg": lambda db, n: _runlog(db, n, sync=True),
-    "runlog sync sqlite": lambda db, n: _runlog(db, n, sync=True),
+    "runlog batched pg": lambda db, n: time_runlog(db, n, sync=False),
+    "runlog batched sqlite": lambda db, n: time_runlog(db, n, sync=False),
+    "runlog sync pg": lambda db, n: time_runlog(db, n, sync=True),
+    "runlog sync sqlite": lambda db, n: time_runlog(db, n, sync=True),
     "psycopg executemany": lambda db, n: _psycopg(db, n, _pg_executemany, BATCH),
     "psycopg copy": lambda db, n: _psycopg(db, n, _pg_copy, BATCH),
     "psycopg insert": lambda db, n: _psycopg(db, n, _pg_insert, 1),
@@ -235,12 +226,6 @@ class Databases:
         finally:
             with psycopg.connect(self.admin_url, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
-    env.pop("PARENT_RUN_ID", None)
-    return env
 
 
 def run(names: tuple[str, ...], dbs: Databases, n: int, repeat: int) -> dict[str, list[Any]]:

@@ -46,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import Summary, ratio, round_robin, run_json, table, us
+from _common import Summary, child_env, ratio, round_robin, run_json, table, us
 
 SCRIPT = Path(__file__).resolve()
 WARM_UP = 500
@@ -217,13 +217,6 @@ WORKERS: dict[str, Callable[[str, Path, int], dict[str, Any]]] = {
 
 
 # -- parent --------------------------------------------------------------------------
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PARENT_RUN_ID", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def worker_cmd(name: str, db: Path, n: int) -> list[str]:
     return [sys.executable, str(SCRIPT), "--worker", name, "--db", str(db), "--calls", str(n)]
 
