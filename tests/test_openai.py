@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import inspect
 import json
 import os
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import openai
 import pytest
 import tiktoken
-from openai import AsyncOpenAI, OpenAI
+from openai import OpenAI
 from openai._base_client import AsyncAPIClient, SyncAPIClient
 from pydantic import BaseModel
 
@@ -35,6 +34,7 @@ from runlog.testing import Capture, capture
 from runlog_openai import _patch, _streams
 from runlog_openai.standin import Behaviour, StandInServer, behaviour_headers
 
+from openai_api import Api
 from support import python, rows
 
 pytestmark = pytest.mark.anyio
@@ -168,71 +168,6 @@ SAME_MATRIX = [
     for usage in ([False, True] if ALL_CALLS[p.values[0]].stream else [False])
 ]
 """The matrix with streams bare, and with ``stream_usage`` for streams, where it matters."""
-
-
-# -- one client, sync or async -----------------------------------------------------------
-class Api:
-    """One client, sync or async, and helpers that make a test body work with both."""
-
-    def __init__(self, flavour: str, server: StandInServer) -> None:
-        self.flavour = flavour
-        client_class, http_class = (
-            (OpenAI, openai.DefaultHttpxClient)
-            if flavour == "sync"
-            else (AsyncOpenAI, openai.DefaultAsyncHttpxClient)
-        )
-        self.client: Any = client_class(
-            base_url=server.base_url,
-            api_key=server.api_key,
-            max_retries=0,
-            # Plain HTTP to 127.0.0.1: skip loading CA certificates (25 ms per client).
-            http_client=http_class(verify=False),
-        )
-
-    async def get(self, value: Any) -> Any:
-        """``value``, awaited if the async client returned an awaitable."""
-        return await value if inspect.isawaitable(value) else value
-
-    async def items(self, stream: Any) -> AsyncGenerator[Any, None]:
-        """The items of a sync or async stream (awaited first if need be)."""
-        stream = await self.get(stream)
-        if hasattr(stream, "__aiter__"):
-            async for item in stream:
-                yield item
-        else:
-            for item in stream:
-                yield item
-
-    async def drain(self, stream: Any, into: list[Any] | None = None) -> list[Any]:
-        """Every item of a stream; ``into`` keeps them if iteration fails."""
-        items = [] if into is None else into
-        async with aclosing(self.items(stream)) as stream_items:
-            async for item in stream_items:
-                items.append(item)
-        return items
-
-    async def next(self, stream: Any) -> Any:
-        """One item, by ``next()`` / ``__anext__()`` on the stream itself."""
-        if hasattr(stream, "__anext__"):
-            return await stream.__anext__()
-        try:
-            return next(stream)
-        except StopIteration:  # a coroutine may not raise it
-            raise StopAsyncIteration from None
-
-    @asynccontextmanager
-    async def opened(self, manager: Any) -> AsyncIterator[Any]:
-        """Enter a sync or async context manager (stream helpers, streaming responses)."""
-        if hasattr(manager, "__aenter__"):
-            async with manager as entered:
-                yield entered
-        else:
-            with manager as entered:
-                yield entered
-
-    async def close(self) -> None:
-        """Close the client and its connections."""
-        await self.get(self.client.close())
 
 
 def dump(value: Any) -> Any:

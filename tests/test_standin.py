@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import inspect
 import json
 import logging
 import os
@@ -20,18 +19,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
 from enum import Enum
 from typing import Any, Literal
 
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
+from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, Field
 
 from runlog_openai.standin import Behaviour, StandInServer, behaviour_headers
+
+from openai_api import Api
 
 pytestmark = pytest.mark.anyio
 
@@ -80,63 +80,6 @@ class Forecast(BaseModel):
 
 
 RESPONSES_TOOL = {"type": "function", "name": "Weather", "parameters": Weather.model_json_schema()}
-
-
-class Api:
-    """One client, sync or async, and helpers that make a test body work with both."""
-
-    def __init__(self, flavour: str, server: StandInServer) -> None:
-        client_class = OpenAI if flavour == "sync" else AsyncOpenAI
-        self.client: Any = client_class(
-            base_url=server.base_url, api_key=server.api_key, max_retries=0
-        )
-
-    async def get(self, value: Any) -> Any:
-        """``value``, awaited if the async client returned an awaitable."""
-        return await value if inspect.isawaitable(value) else value
-
-    async def items(self, stream: Any) -> AsyncGenerator[Any, None]:
-        """The items of a sync or async stream (awaited first if need be)."""
-        stream = await self.get(stream)
-        if hasattr(stream, "__aiter__"):
-            async for item in stream:
-                yield item
-        else:
-            for item in stream:
-                yield item
-
-    async def drain(
-        self, stream: Any, into: list[Any] | None = None, stamps: list[float] | None = None
-    ) -> list[Any]:
-        """Every item of a stream; ``into`` keeps them if iteration fails, ``stamps`` times."""
-        items = [] if into is None else into
-        async with aclosing(self.items(stream)) as stream_items:
-            async for item in stream_items:
-                items.append(item)
-                if stamps is not None:
-                    stamps.append(time.monotonic())
-        return items
-
-    async def first(self, stream: Any) -> Any:
-        """The first item of a stream, leaving the rest unread."""
-        async with aclosing(self.items(stream)) as items:
-            async for item in items:
-                return item
-        raise AssertionError("the stream was empty")
-
-    @asynccontextmanager
-    async def opened(self, manager: Any) -> AsyncIterator[Any]:
-        """Enter a sync or async context manager (stream helpers, streaming responses)."""
-        if hasattr(manager, "__aenter__"):
-            async with manager as entered:
-                yield entered
-        else:
-            with manager as entered:
-                yield entered
-
-    async def close(self) -> None:
-        """Close the client and its connections."""
-        await self.get(self.client.close())
 
 
 @pytest.fixture
