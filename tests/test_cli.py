@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from runlog._cli._stats import percentile
 from runlog._cli._tail import STALL_S, Follower
 from runlog._store import Event
 
-from pg_server import PgServer, fresh_database, server_for_tests
 from support import child_env, python, rows, spawn
 
 # A supervisor and three workers: one that works, one whose LLM call and span fail and
@@ -545,19 +544,6 @@ class TestErrors:
         after = sqlite3.connect(scenario).execute("PRAGMA user_version").fetchone()
         assert rows(scenario) == before[0] and after == version
         assert sorted(p.name for p in scenario.parent.iterdir()) == files
-
-
-@pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest) -> PgServer:
-    """The suite's throwaway PostgreSQL server (skipped where none can run)."""
-    return server_for_tests(request.config)
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    """The URL of a fresh, empty PostgreSQL database."""
-    with fresh_database(pg_server) as url:
-        yield url
 
 
 VOLATILE = {"pid", "started", "timestamp", "argv"}

@@ -23,7 +23,7 @@ import runlog
 from runlog._runs import get_runtime
 from runlog._store import Reader
 
-from pg_server import PgServer, fresh_database, server_for_tests
+from pg_server import PgServer, fresh_database
 from support import python, rows, spawn
 
 
@@ -140,12 +140,6 @@ class PostgresBackend(Backend):
 
     def schema_version(self) -> int:
         return int(self._query("SELECT schema_version FROM runlog_meta")[0][0])
-
-
-@pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest) -> PgServer:
-    """The suite's throwaway PostgreSQL server (skipped where none can run)."""
-    return server_for_tests(request.config)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -19,26 +19,13 @@ import runlog
 from runlog._runs import get_runtime
 from runlog._store import Reader, Row, StoreFault, open_store, redact_url
 
-from pg_server import PgServer, fresh_database, server_for_tests
+from pg_server import PgServer
 from support import python, spawn
 
 psycopg = pytest.importorskip("psycopg")
 _postgres = pytest.importorskip("runlog._store._postgres")
 PostgresStore = _postgres.PostgresStore
 StoreUnreachable = _postgres.StoreUnreachable
-
-
-@pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest) -> PgServer:
-    """The suite's throwaway PostgreSQL server (skipped where none can run)."""
-    return server_for_tests(request.config)
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    """The URL of a fresh, empty database."""
-    with fresh_database(pg_server) as url:
-        yield url
 
 
 @pytest.fixture
