@@ -372,11 +372,6 @@ def reset_for_tests() -> None:
         os.environ[ENV_VAR] = _state.inherited
 
 
-def settings() -> Config:
-    """The resolved settings of this process (creating the runtime if needed)."""
-    return get_runtime().config
-
-
 __all__ = [
     "ENV_VAR",
     "ConfigurationError",
@@ -388,5 +383,4 @@ __all__ = [
     "get_runtime",
     "init",
     "parse_parent_run_id",
-    "settings",
 ]
