@@ -42,12 +42,13 @@ def fresh_runlog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     from runlog import _errors, _runs
 
     monkeypatch.chdir(tmp_path)
-    before = len(_errors.internal_errors())
+    before = _errors.internal_error_count()
     _runs.reset_for_tests()
     yield
     support.reap()
     _runs.reset_for_tests()
-    errors = _errors.internal_errors()[before:]
+    new = _errors.internal_error_count() - before
+    errors = _errors.internal_errors()[-new:] if new else []
     assert not errors, f"runlog reported internal errors: {errors!r}"
 
 

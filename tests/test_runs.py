@@ -218,7 +218,7 @@ class TestPropagation:
         """child_env() copies the environment with PARENT_RUN_ID set to the current run."""
         run_id = runlog.init(db=str(db_path))
         env = runlog.child_env({"PATH": "/bin"})
-        assert env == {"PATH": "/bin", "PARENT_RUN_ID": str(run_id)}
+        assert env == {"PATH": "/bin", "PARENT_RUN_ID": str(run_id), "RUNLOG_DB": str(db_path)}
         assert runlog.child_env()["PARENT_RUN_ID"] == str(run_id)
 
     def test_exec_replaces_process_and_keeps_parent(self, db_path: Path) -> None:

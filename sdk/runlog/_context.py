@@ -134,7 +134,9 @@ def sync() -> None:
     global _synced
     try:
         runtime = _runs.get_runtime()
-    except Exception as exc:  # e.g. a bad RUNLOG_* variable: log_event reports it too
+    except _runs.NoRun:  # an unusable database: reported once, where the run failed
+        return
+    except Exception as exc:
         report_internal_error("reading the thread_context setting", exc)
         return
     if _synced is runtime:

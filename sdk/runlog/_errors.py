@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 
 logger = logging.getLogger("runlog")
 
 _reported: set[str] = set()
+_internal_error_count = 0
 _reported_lock = threading.Lock()
-_internal_errors: list[BaseException] = []
+_internal_errors: deque[BaseException] = deque(maxlen=100)
+"""The most recent internal errors (capped: a fault that repeats must not grow memory)."""
 
 
 class RunlogError(Exception):
@@ -44,19 +47,35 @@ def _raise_internal() -> bool:
 def report_internal_error(context: str, exc: BaseException, *, reraise: bool = True) -> None:
     """Report a fault inside runlog: log it in production, raise it under our tests.
 
-    Every report is also recorded, so runlog's test suite can fail a test whose
-    internal error happened on the writer thread (``reraise=False``), where raising
-    would only kill the thread.
+    Every report is also recorded (the last 100, without their frames), so runlog's
+    test suite can fail a test whose internal error happened on the writer thread
+    (``reraise=False``), where raising would only kill the thread.
     """
+    global _internal_error_count
+    _internal_error_count += 1
     _internal_errors.append(exc)
     if reraise and _raise_internal():
         raise exc
     logger.error("runlog internal error while %s", context, exc_info=exc)
+    exc.__traceback__ = None  # keep the record, not every frame it pinned
 
 
 def internal_errors() -> list[BaseException]:
-    """Internal errors seen so far in this process (for runlog's own tests)."""
+    """The last internal errors seen in this process, oldest first (for runlog's own tests)."""
     return list(_internal_errors)
+
+
+def internal_error_count() -> int:
+    """How many internal errors this process has reported (not capped)."""
+    return _internal_error_count
+
+
+def safe_str(exc: BaseException, limit: int | None = None) -> str:
+    """The exception's message (cut at ``limit``), even when its ``__str__`` is broken."""
+    try:
+        return str(exc)[:limit]
+    except Exception:
+        return f"<unprintable {type(exc).__qualname__}>"
 
 
 def warn_once(key: str, message: str, *args: object) -> bool:
@@ -90,8 +109,10 @@ __all__ = [
     "StoreUnavailableError",
     "after_fork",
     "forget_warning",
+    "internal_error_count",
     "internal_errors",
     "logger",
     "report_internal_error",
+    "safe_str",
     "warn_once",
 ]

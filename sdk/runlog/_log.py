@@ -6,8 +6,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from . import _lifecycle
 from ._payload import encode
 from ._runs import NoRun, _state, current_run, get_runtime, note_dropped
+
+_life = _lifecycle.life
 
 _MAX_ID = 2**63 - 1
 
@@ -63,6 +66,8 @@ def log_event(
             f"runlog.log_event() payload must be a mapping such as a dict, "
             f"got {type(payload).__name__}"
         )
+    if _life.hooks_pending:  # the first event came from a thread: try again from this one
+        _life.install_signals()
     if run_id is None:
         if parent_run_id is not None:
             raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
@@ -83,6 +88,8 @@ def log_event(
 
 def emit(event_type: str, payload: Mapping[str, Any] | None) -> None:
     """Log under the current run, without the call-site checks (runlog's own events)."""
+    if _life.hooks_pending:
+        _life.install_signals()
     try:
         run = current_run()
         runtime = _state.runtime or get_runtime()
@@ -101,15 +108,22 @@ def emit(event_type: str, payload: Mapping[str, Any] | None) -> None:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until every event logged so far is in the table; return False on timeout.
+    """Wait until every event logged so far is in the table.
 
-    Events the store refused after its retries count as dropped, not pending, so this
-    returns even while the database is unusable.
+    True only if every event logged since the previous ``flush()`` (or since the
+    process started) is in the table; False on timeout, or if any of them was dropped
+    (the database locked past ``lock_timeout``, unusable, or its file deleted).
+    Dropped events are not waited for, so this returns even while the database is
+    unusable.
     """
+    if _life.hooks_pending:
+        _life.install_signals()
     runtime = _state.runtime
-    if runtime is None:
-        return True
-    return runtime.sink.flush(timeout)
+    written = True if runtime is None else runtime.sink.flush(timeout)
+    dropped = _state.dropped_early if runtime is None else runtime.dropped()
+    honest = dropped == _state.flushed_drops
+    _state.flushed_drops = dropped
+    return written and honest
 
 
 __all__ = ["check_event_type", "emit", "flush", "log_event"]

@@ -9,6 +9,11 @@ carrier idea of OpenTelemetry's environment propagator, applied to the process's
 environment).  A forked child is a new run whose parent is the forking run; it drops
 the parent's connection, queue and writer thread without touching them.
 
+Next to ``PARENT_RUN_ID`` goes the database: ``RUNLOG_DB`` holds the resolved database
+(an absolute SQLite path, or a PostgreSQL URL whose password is in an owner-only
+``passfile``, never in the environment), so one process tree writes one table whatever
+the children's working directory.  How a run *ends* is :mod:`runlog._lifecycle`'s.
+
 The current run lives in a ContextVar, falling back to the process's run in threads
 and tasks that never set one.
 """
@@ -25,14 +30,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from . import _errors, _exit
+from . import _errors, _lifecycle
 from ._config import Config, resolve
-from ._errors import ConfigurationError, StoreUnavailableError, warn_once
+from ._errors import ConfigurationError, StoreUnavailableError, forget_warning, warn_once
 from ._payload import encode
 from ._store import Store, StoreBusy, StoreFault, open_store
+from ._store._inherit import child_db
 from ._writer import BatchWriter, Persister, Sink, SyncWriter
 
 ENV_VAR = "PARENT_RUN_ID"
+DB_VAR = "RUNLOG_DB"
 _MAX_ID = 2**63 - 1
 
 
@@ -71,23 +78,24 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store: Store = open_store(config.db)
+        self.store: Store = open_store(config.db, lock_timeout=config.lock_timeout)
         self.persister = Persister(self.store, config.lock_timeout)
         self.sink: Sink = self._make_sink()
         self.run: Run | None = None
         self.cap = config.max_payload_bytes
 
     def _make_sink(self) -> Sink:
-        # Created while the interpreter shuts down (first event from an atexit handler,
-        # say): exit hooks registered now would never run, so write synchronously.
-        if self.config.sync or not threading.main_thread().is_alive():
+        # Created while the process ends (first event from an atexit handler, say):
+        # there is no exit left to flush a queue, so write synchronously.
+        ending = _lifecycle.life.phase is not _lifecycle.Phase.RUNNING
+        if self.config.sync or ending or not threading.main_thread().is_alive():
             return SyncWriter(self.persister)
         return BatchWriter(
             self.persister,
             batch_size=self.config.batch_size,
             interval=self.config.flush_interval,
             queue_size=self.config.queue_size,
-            backpressure_timeout=self.config.lock_timeout + 5.0,
+            backpressure_timeout=self.config.lock_timeout,
         )
 
     def create_store(self) -> None:
@@ -119,11 +127,41 @@ class Runtime:
         run_id = self.persister.call(lambda: self.store.start_run(ts, parent_run_id, payload))
         self.run = Run(run_id, parent_run_id, cfg.role, cfg.instance_id, os.getpid(), explicit)
         os.environ[ENV_VAR] = str(run_id)
-        _exit.watch_multiprocessing_child()
+        inherited_db = child_db(cfg.db, self.store)
+        if inherited_db is not None:
+            os.environ[DB_VAR] = inherited_db
+        forget_warning("implicit-start")  # an outage is reported once; this one is over
         return self.run
 
+    def end(self, exit_fields: dict[str, Any] | None) -> None:
+        """End this runtime: flush, log ``process.exited`` (if given), close the writer.
+
+        Every wait is bounded by ``lock_timeout`` from here on; what cannot be written
+        by then is counted as dropped and reported once.
+        """
+        self.persister.give_up_at = _lifecycle.deadline(self.config.lock_timeout)
+        run = self.run
+        if exit_fields is not None and run is not None and run.pid == os.getpid():
+            self.sink.flush(self.config.lock_timeout)  # so events_dropped counts the flush
+            fields = dict(exit_fields)
+            fields["events_dropped"] = self.dropped()
+            payload = encode(fields, self.cap)
+            self.sink.submit((_now(), run.run_id, run.parent_run_id, "process.exited", payload))
+        self.close()
+        if self.persister.dropped:
+            warn_once(
+                "exit-dropped",
+                "runlog dropped %d event(s) in this run",
+                self.persister.dropped,
+            )
+
+    def dropped(self) -> int:
+        """Events of this process that could not be written (so far)."""
+        return self.persister.dropped + _state.dropped_early
+
     def close(self) -> None:
-        self.sink.close(self.config.lock_timeout + 5.0)
+        """Stop the writer (later events are written synchronously) and close the store."""
+        self.sink.close(self.config.lock_timeout)
         self.store.close()
 
 
@@ -138,10 +176,13 @@ class _State:
         self.runtime: Runtime | None = None
         self.lock = threading.RLock()
         self.inherited: str | None = os.environ.get(ENV_VAR)
+        self.inherited_db: str | None = os.environ.get(DB_VAR)
         self.forked_from: int | None = None
         self.retry_start_at = 0.0
         self.dropped_early = 0
         """Events dropped before any runtime existed (reported in process.exited)."""
+        self.flushed_drops = 0
+        """Drops already answered for by a ``flush()`` (it is honest about later ones)."""
 
 
 _state = _State()
@@ -167,7 +208,6 @@ def get_runtime() -> Runtime:
             except (ConfigurationError, StoreUnavailableError) as exc:
                 raise _start_failed(exc) from None
             _state.runtime = runtime
-            _exit.install(_finish)
         return _state.runtime
 
 
@@ -215,6 +255,7 @@ def _start_implicit() -> Run:
                 runtime.start_run(parse_parent_run_id(_state.inherited), explicit=False)
             except (StoreBusy, StoreFault) as exc:
                 raise _start_failed(exc) from None
+            _lifecycle.life.adopt()
         assert runtime.run is not None
         return runtime.run
 
@@ -268,7 +309,7 @@ def init(
         runtime.create_store()
         if old is not None:
             # Events were logged before init(): end that implicit run cleanly.
-            _finish(old, reason="superseded", exit_code=None)
+            old.end({"reason": "superseded", "exit_code": None})
         try:
             run = runtime.start_run(parse_parent_run_id(_state.inherited), explicit=True)
         except (StoreBusy, StoreFault) as exc:
@@ -277,7 +318,7 @@ def init(
             ) from None
         _state.runtime = runtime
         _current.set(run)
-        _exit.install(_finish)
+        _lifecycle.life.adopt()
         return run.run_id
 
 
@@ -290,35 +331,31 @@ def current_run_id() -> int:
 
 
 def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``env`` (default ``os.environ``) with ``PARENT_RUN_ID`` set to this run.
+    """A copy of ``env`` (default ``os.environ``) that puts a child under this run.
 
-    For launchers that build a child's environment by hand; ``subprocess`` and
-    ``multiprocessing`` children inherit the variable without it.
+    It sets ``PARENT_RUN_ID`` to this run and ``RUNLOG_DB`` to the database this
+    process writes, so the child writes the same table.  For launchers that build a
+    child's environment by hand; ``subprocess`` and ``multiprocessing`` children
+    inherit both without it.
     """
     result = dict(os.environ if env is None else env)
     result[ENV_VAR] = str(current_run_id())
+    runtime = _state.runtime
+    inherited_db = os.environ.get(DB_VAR)
+    if runtime is not None:
+        inherited_db = child_db(runtime.config.db, runtime.store) or inherited_db
+    if inherited_db is not None:
+        result[DB_VAR] = inherited_db
     return result
 
 
-def _finish(runtime: Runtime | None = None, **exit_fields: Any) -> None:
-    """End the run: log ``process.exited``, write everything, close the store."""
-    runtime = runtime or _state.runtime
-    if runtime is None:
-        return
-    run = runtime.run
-    if run is not None and run.pid == os.getpid():
-        fields = dict(exit_fields)
-        fields["events_dropped"] = runtime.persister.dropped + _state.dropped_early
-        runtime.sink.submit(
-            (_now(), run.run_id, run.parent_run_id, "process.exited", encode(fields, runtime.cap))
-        )
-    runtime.close()
-    if runtime.persister.dropped:
-        warn_once(
-            "exit-dropped",
-            "runlog dropped %d event(s) in this run",
-            runtime.persister.dropped,
-        )
+def _end_process_run(runtime: Runtime, exit_fields: dict[str, Any]) -> None:
+    """The lifecycle's last step: end the process's runtime with what it observed."""
+    runtime.end(exit_fields)
+
+
+_lifecycle.life.end_run = _end_process_run
+_lifecycle.life.runtime = lambda: _state.runtime
 
 
 # -- fork -------------------------------------------------------------------------
@@ -341,12 +378,13 @@ def _after_fork_in_child() -> None:
     runtime.store.abandon()
     runtime.sink.abandon()
     runtime.persister.dropped = 0
+    runtime.persister.give_up_at = None
     runtime.run = None
-    _exit.after_fork()
+    if runtime.sink.closed():  # forked during the parent's exit: the child still has one
+        runtime.sink = runtime._make_sink()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_lifecycle.on_fork(_after_fork_in_child)
 
 
 def note_dropped() -> None:
@@ -358,6 +396,15 @@ def note_dropped() -> None:
         _state.dropped_early += 1
 
 
+def started_run() -> Run | None:
+    """The calling context's run if one has started; never starts one (for readers)."""
+    run = _current.get()
+    if run is not None and run.pid == _pid:
+        return run
+    runtime = _state.runtime
+    return None if runtime is None else runtime.run
+
+
 def reset_for_tests() -> None:
     """Close the runtime without logging ``process.exited`` and forget the run (tests only)."""
     runtime, _state.runtime = _state.runtime, None
@@ -366,10 +413,13 @@ def reset_for_tests() -> None:
     _current.set(None)
     _state.retry_start_at = 0.0
     _state.dropped_early = 0
-    if _state.inherited is None:
-        os.environ.pop(ENV_VAR, None)
-    else:
-        os.environ[ENV_VAR] = _state.inherited
+    _state.flushed_drops = 0
+    _lifecycle.life.reset_for_tests()
+    for name, value in ((ENV_VAR, _state.inherited), (DB_VAR, _state.inherited_db)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 __all__ = [
@@ -383,4 +433,5 @@ __all__ = [
     "get_runtime",
     "init",
     "parse_parent_run_id",
+    "started_run",
 ]

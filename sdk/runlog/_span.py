@@ -37,7 +37,7 @@ from contextvars import Token
 from typing import Any, NamedTuple
 
 from . import _context
-from ._errors import report_internal_error
+from ._errors import report_internal_error, safe_str
 from ._log import emit
 
 RESERVED = frozenset(
@@ -104,14 +104,6 @@ def check_fields(fields: Mapping[str, Any], where: str) -> None:
             f"{where}: {', '.join(sorted(clash))} is set by runlog itself; "
             f"choose another field name"
         )
-
-
-def safe_str(exc: BaseException) -> str:
-    """The exception's message, even when its ``__str__`` is broken."""
-    try:
-        return str(exc)
-    except Exception:
-        return f"<unprintable {type(exc).__qualname__}>"
 
 
 def current_span() -> Span | None:

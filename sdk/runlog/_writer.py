@@ -16,16 +16,22 @@ Two thin sinks sit on top of it:
 * :class:`BatchWriter` (the default) — ``submit`` is a ``deque.append`` on the caller's
   thread; a daemon thread writes batches with ``executemany`` in one transaction.  No
   lock is taken on the hot path.  A full queue blocks the caller (back-pressure) instead
-  of silently dropping.
+  of silently dropping.  Its phases are explicit (:class:`WriterPhase`): once closed,
+  ``submit`` writes synchronously, so nothing is queued to a thread that has stopped.
 * :class:`SyncWriter` — ``submit`` commits before it returns (``init(sync=True)``).
+
+Once shutdown has set ``give_up_at``, every wait (a lock, an unreachable server,
+back-pressure) ends by then: the interpreter's exit never hangs.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Protocol, TypeVar
 
 from ._errors import forget_warning, logger, report_internal_error, warn_once
@@ -52,6 +58,8 @@ class Persister:
     def call(self, work: Callable[[], T]) -> T:
         """Run ``work``, retrying while the store is busy; raise its last error after the wait."""
         deadline = time.monotonic() + self.lock_timeout
+        if self.give_up_at is not None:
+            deadline = min(deadline, self.give_up_at)
         delay = 0.005
         while True:
             try:
@@ -85,6 +93,9 @@ class Persister:
             self._drop(len(rows), exc)
             report_internal_error("writing events", exc, reraise=False)
             return False
+        if self.store.lost:  # committed to a file that then vanished: count, never hide
+            self.dropped += self.store.lost
+            self.store.lost = 0
         if self._failing:
             self._failing = False
             forget_warning(_OUTAGE)
@@ -118,6 +129,15 @@ class Persister:
             self.unreachable = False
             forget_warning(_OUTAGE + "-unreachable")
 
+    def verify(self) -> bool:
+        """Ask the store to check what it committed is still there; count any loss."""
+        with suppress(StoreBusy, StoreFault):  # the next write meets the fault and reports it
+            self.store.verify()
+        if self.store.lost:
+            self.dropped += self.store.lost
+            self.store.lost = 0
+        return True
+
     def _drop(self, count: int, exc: BaseException) -> None:
         self.dropped += count
         self._failing = True
@@ -142,6 +162,8 @@ class Sink(Protocol):
 
     def close(self, timeout: float | None = None) -> bool: ...
 
+    def closed(self) -> bool: ...
+
     def abandon(self) -> None: ...
 
 
@@ -151,16 +173,22 @@ class SyncWriter:
     def __init__(self, persister: Persister) -> None:
         self.persister = persister
         self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, row: Row) -> None:
         with self._lock:
             self.persister.write((row,))
 
     def flush(self, timeout: float | None = None) -> bool:
-        return True
+        """Everything is written already; check the file still holds it."""
+        return self.persister.verify()
 
     def close(self, timeout: float | None = None) -> bool:
+        self._closed = True  # nothing to stop: later events are written as before
         return True
+
+    def closed(self) -> bool:
+        return self._closed
 
     def abandon(self) -> None:
         """In a forked child: another thread of the parent may have held the lock."""
@@ -172,6 +200,18 @@ class _Stop:
 
 
 _STOP = _Stop()
+
+
+class WriterPhase(enum.Enum):
+    """A :class:`BatchWriter`'s life: idle until the first event, running, closed."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    CLOSED = "closed"
+    """The thread has stopped: ``submit`` writes synchronously."""
+
+
+Item = Row | threading.Event | _Stop
 
 
 class BatchWriter:
@@ -192,19 +232,23 @@ class BatchWriter:
         self._queue_size = queue_size
         self._threshold = min(batch_size, queue_size)
         self._backpressure_timeout = backpressure_timeout
-        self._queue: deque[Row | threading.Event | _Stop] = deque()
+        self._queue: deque[Item] = deque()
         self._wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._closed = False
+        self._phase_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self.phase = WriterPhase.IDLE
+        self._running = False
+        """``phase is RUNNING``, as one attribute read for the hot path."""
 
     # -- caller side ----------------------------------------------------------------
     def submit(self, row: Row) -> None:
         queue = self._queue
-        if self._thread is None:
-            self._start()
         queue.append(row)
+        if not self._running:  # idle (start the thread) or closed (write it now)
+            self._not_running()
+            return
         pending = len(queue)
         if pending >= self._threshold:  # one comparison on the hot path
             if pending >= self._batch_size and not self._wake.is_set():
@@ -215,13 +259,29 @@ class BatchWriter:
                 else:
                     self._wait_for_room()
 
+    def _not_running(self) -> None:
+        with self._phase_lock:
+            if self.phase is WriterPhase.IDLE:
+                thread = threading.Thread(target=self._run, name="runlog-writer", daemon=True)
+                thread.start()
+                self._thread = thread
+                self.phase = WriterPhase.RUNNING
+                self._running = True
+                return
+        # Closed: anything queued now (this row, or one that raced the close) is written
+        # here, synchronously; a row appended after a drain is seen by its own submitter.
+        self._write_queued()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything submitted before the call is written (or given up).
 
         While the server is unreachable this returns False after ``lock_timeout``
         (or ``timeout``) rather than for as long as the outage lasts.
         """
-        if self._thread is None or not self._thread.is_alive():
+        thread = self._thread
+        if not self._running or thread is None or not thread.is_alive():
+            self._write_queued()
+            self.persister.verify()
             return not self._queue
         done = threading.Event()
         self._queue.append(done)
@@ -233,11 +293,13 @@ class BatchWriter:
                 return False
             if self.persister.unreachable and waited >= self.persister.lock_timeout:
                 return False
-            if not self._thread.is_alive():
+            if not thread.is_alive():
+                self._write_queued()
                 return done.is_set()
+        self.persister.verify()
         return True
 
-    def _shed(self, queue: deque[Row | threading.Event | _Stop]) -> None:
+    def _shed(self, queue: deque[Item]) -> None:
         """The server is down and the queue full: drop the newest event, counted."""
         try:
             item = queue.pop()
@@ -255,33 +317,59 @@ class BatchWriter:
         )
 
     def close(self, timeout: float | None = None) -> bool:
-        """Write what is queued, then stop the thread."""
-        with self._start_lock:
-            self._closed = True
-            thread = self._thread
-        self.persister.give_up_at = time.monotonic() + self.persister.lock_timeout
-        if thread is None or not thread.is_alive():
-            return not self._queue
-        self._queue.append(_STOP)
-        self._wake.set()
-        thread.join(timeout)
-        return not thread.is_alive()
+        """Write what is queued and stop the thread; from now on ``submit`` writes itself.
 
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is not None or self._closed:
-                return
-            thread = threading.Thread(target=self._run, name="runlog-writer", daemon=True)
-            thread.start()
-            self._thread = thread
+        Bounded by ``timeout``: rows the thread could not write by then are written (or
+        counted as dropped) here, within the persister's ``give_up_at``.
+        """
+        with self._phase_lock:
+            self.phase = WriterPhase.CLOSED
+            self._running = False
+            thread = self._thread
+        if self.persister.give_up_at is None:
+            self.persister.give_up_at = time.monotonic() + self.persister.lock_timeout
+        stopped = True
+        if thread is not None and thread.is_alive():
+            self._queue.append(_STOP)
+            self._wake.set()
+            thread.join(timeout)
+            stopped = not thread.is_alive()
+        if stopped:
+            self._write_queued()
+        else:  # the thread is stuck past the bound: what it still holds is given up
+            self._give_up_queued()
+        return stopped
+
+    def closed(self) -> bool:
+        return self.phase is WriterPhase.CLOSED
+
+    def _write_queued(self) -> None:
+        """Write everything queued, on the calling thread (the writer is not running)."""
+        with self._sync_lock:
+            self._drain(stop_at_marker=False)
+
+    def _give_up_queued(self) -> None:
+        queue, count = self._queue, 0
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, tuple):
+                count += 1
+            elif isinstance(item, threading.Event):
+                item.set()
+        if count:
+            self.persister.dropped += count
+            warn_once("close-gave-up", "runlog gave up %d queued event(s) at exit", count)
 
     def _wait_for_room(self) -> None:
         """Back-pressure: block the caller until the writer has made room."""
         deadline = time.monotonic() + self._backpressure_timeout
+        give_up_at = self.persister.give_up_at
+        if give_up_at is not None:
+            deadline = min(deadline, give_up_at)
         with self._room:
             while len(self._queue) >= self._queue_size:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or not self._running:
                     warn_once(
                         "backpressure",
                         "runlog's event queue stayed full for %.0fs; continuing "
@@ -297,16 +385,19 @@ class BatchWriter:
             self._wake.wait(self._interval)
             self._wake.clear()
             try:
-                if self._drain():
+                if self._drain(stop_at_marker=True):
                     return
             except Exception as exc:  # never let the writer thread die
                 report_internal_error("draining the event queue", exc, reraise=False)
 
-    def _drain(self) -> bool:
-        """Write everything queued; honour markers in order; return True at the stop marker."""
+    def _drain(self, *, stop_at_marker: bool) -> bool:
+        """Write everything queued; honour markers in order; True at the stop marker."""
         queue, batch, size = self._queue, [], self._batch_size
         while queue:
-            item = queue.popleft()
+            try:
+                item = queue.popleft()
+            except IndexError:  # another drainer took the last one
+                break
             if isinstance(item, tuple):
                 batch.append(item)
                 if len(batch) >= size:
@@ -317,7 +408,9 @@ class BatchWriter:
                 self._write(batch)
                 batch = []
             if item is _STOP:
-                return True
+                if stop_at_marker:
+                    return True
+                continue
             assert isinstance(item, threading.Event)
             item.set()
         if batch:
@@ -325,7 +418,7 @@ class BatchWriter:
         return False
 
     def _write(self, batch: list[Row]) -> None:
-        self.persister.write(batch, outlast_outages=True)
+        self.persister.write(batch, outlast_outages=self._running)
         with self._room:
             self._room.notify_all()
 
@@ -335,7 +428,11 @@ class BatchWriter:
         self._thread = None
         self._wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
-        self._start_lock = threading.Lock()
+        self._phase_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        if self.phase is WriterPhase.RUNNING:
+            self.phase = WriterPhase.IDLE
+        self._running = False
 
 
-__all__ = ["BatchWriter", "Persister", "Sink", "SyncWriter"]
+__all__ = ["BatchWriter", "Persister", "Sink", "SyncWriter", "WriterPhase"]

@@ -11,26 +11,60 @@ first thing a worker logs, with the supervisor's run as its parent — so runlog
 second, redundant ``worker.started``, and :func:`worker_instance_seq` counts
 ``process.started`` rows with role worker under the supervisor's run.
 
-::
+Two counts number workers.  :func:`worker_instance_seq` is the plan's: the workers
+whose own ``process.started`` is in the table.  A worker spawned a moment ago is not
+counted until it has started, so ``worker_instance_seq() + 1`` would give two workers
+spawned back to back the same number.  :func:`next_worker_instance_seq` adds what this
+supervisor has spawned and not yet seen start — the ``worker_instance_seq`` of its own
+latest ``worker.spawned`` event — and is the number to give the next worker::
 
-    seq = runlog.state.worker_instance_seq() + 1     # number for the next worker
+    seq = runlog.state.next_worker_instance_seq()    # number for the next worker
+    runlog.log_event("worker.spawned", {"worker_instance_seq": seq, ...})
     rev = runlog.state.current_good_rev()            # None before the first promotion
+
+Reads never start a run: in a process that has not logged anything they open the
+configured database read-only (``RUNLOG_DB``, else ``runlog.db``) and write nothing.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from ._errors import StoreUnavailableError
+from ._config import resolve
+from ._errors import ConfigurationError, StoreUnavailableError
 from ._log import flush
-from ._runs import current_run_id, get_runtime
-from ._store import Event, Reader, StoreBusy, StoreFault
+from ._runs import _state, started_run
+from ._store import Event, Reader, Store, StoreBusy, StoreFault, open_store
 
 _PayloadValue = str | int | float | bool
 
 
+class _ReadOnly:
+    """The read-only store of a process that has no runtime (opened once per setting)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.db: str | None = None
+        self.store: Store | None = None
+
+    def get(self) -> Store:
+        db = resolve({}).db
+        with self.lock:
+            if self.store is None or self.db != db:
+                store = open_store(db, readonly=True)
+                store.create()  # read-only: checks the database exists, creates nothing
+                self.store, self.db = store, db
+            return self.store
+
+
+_read_only = _ReadOnly()
+
+
 def _reader() -> Reader:
-    runtime = get_runtime()
+    runtime = _state.runtime
+    if runtime is None:
+        return Reader(_read_only.get())
     flush()
     return Reader(runtime.store)
 
@@ -39,18 +73,44 @@ def _read(what: str, query: Any) -> Any:
     """Run ``query(reader)``; a database that cannot answer is a clear error."""
     try:
         return query(_reader())
-    except (StoreBusy, StoreFault) as exc:
+    except (StoreBusy, StoreFault, ConfigurationError) as exc:
         raise StoreUnavailableError(f"runlog could not read {what}: {exc}") from None
+
+
+def _this_run() -> int | None:
+    run = started_run()
+    return None if run is None else run.run_id
 
 
 def worker_instance_seq(supervisor_run_id: int | None = None) -> int:
     """How many workers the supervisor run has started (default: the current run).
 
     The COUNT of ``process.started`` events with ``role: "worker"`` whose
-    ``parent_run_id`` is the supervisor's run_id.
+    ``parent_run_id`` is the supervisor's run_id.  0 for a process whose run has not
+    started (it has started nothing).
     """
-    parent = current_run_id() if supervisor_run_id is None else supervisor_run_id
+    parent = _this_run() if supervisor_run_id is None else supervisor_run_id
+    if parent is None:
+        return 0
     return count_events("process.started", parent_run_id=parent, role="worker")
+
+
+def next_worker_instance_seq(supervisor_run_id: int | None = None) -> int:
+    """The number for the next worker, counting workers spawned but not yet started.
+
+    ``1 + max(worker_instance_seq(), the worker_instance_seq of the supervisor's latest
+    worker.spawned event)``: race-free for a supervisor that logs ``worker.spawned``
+    (with ``worker_instance_seq``) for each worker it starts, since its own events
+    are read back before the count.
+    """
+    parent = _this_run() if supervisor_run_id is None else supervisor_run_id
+    if parent is None:
+        return 1
+    started = worker_instance_seq(parent)
+    spawned = latest_payload("worker.spawned", run_id=parent)
+    seq = spawned.get("worker_instance_seq") if spawned else None
+    highest = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+    return max(started, highest) + 1
 
 
 def current_good_rev() -> Any | None:
@@ -106,7 +166,9 @@ def latest_event(
 
 def children(run_id: int | None = None, **payload: _PayloadValue) -> list[Event]:
     """The ``process.started`` events of the runs started by ``run_id`` (default: this run)."""
-    parent = current_run_id() if run_id is None else run_id
+    parent = _this_run() if run_id is None else run_id
+    if parent is None:
+        return []
     found: list[Event] = _read(
         f"the children of run {parent}",
         lambda r: r.events(event_type="process.started", parent_run_id=parent, payload=payload),
@@ -143,5 +205,6 @@ __all__ = [
     "events",
     "latest_event",
     "latest_payload",
+    "next_worker_instance_seq",
     "worker_instance_seq",
 ]

@@ -11,8 +11,10 @@
         assert event.payload["task_id"] == 7
 
 Inside the block the process logs, synchronously, to a fresh SQLite file under a run of
-its own.  The events stay readable after the block, and runlog is back to what it was
-before (its run, its database, the ``PARENT_RUN_ID`` its children inherit).
+its own, and so do the child processes it starts there (they inherit the capture's
+``PARENT_RUN_ID`` and ``RUNLOG_DB``): a supervisor's workers are captured with it.  The
+events stay readable after the block, and runlog is back to what it was before (its
+run, its database, what its children inherit).
 
 A pytest fixture is three lines::
 
@@ -68,7 +70,8 @@ class Capture:
 @contextmanager
 def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
     """Log to a temporary database (sync mode) for the duration of the block."""
-    state, saved_env = _runs._state, os.environ.get(_runs.ENV_VAR)
+    state = _runs._state
+    saved_env = {name: os.environ.get(name) for name in (_runs.ENV_VAR, _runs.DB_VAR)}
     with tempfile.TemporaryDirectory(prefix="runlog-capture-") as folder:
         db_path = Path(folder) / "events.db"
         config = resolve({"db": str(db_path), "role": role, "sync": True, **settings})
@@ -86,10 +89,11 @@ def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
             with state.lock:
                 state.runtime = previous
             runtime.close()
-            if saved_env is None:
-                os.environ.pop(_runs.ENV_VAR, None)
-            else:
-                os.environ[_runs.ENV_VAR] = saved_env
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 __all__ = ["Capture", "capture"]

@@ -47,16 +47,18 @@ def redact_url(url: str) -> str:
     return head + authority + _QUERY_PASSWORD.sub(r"\1***", tail)
 
 
-def open_store(db: str, *, readonly: bool = False) -> Store:
+def open_store(db: str, *, readonly: bool = False, lock_timeout: float = 30.0) -> Store:
     """Return the store ``db`` names (nothing is opened yet; call ``create()``).
 
     ``readonly``: for readers such as the ``runlog`` command, which must neither
-    create a database nor change its schema.
+    create a database nor change its schema.  ``lock_timeout``: the writer's bound on
+    waiting out a lock; one attempt waits at most a tenth of it, so the whole wait
+    ends within 10% of the bound.
     """
     scheme = db.split(":", 1)[0].lower() if "://" in db else ""
     if scheme in ("", "sqlite", "file"):
         path = db[len("file://") :] if scheme == "file" else db
-        return SQLiteStore(path, readonly=readonly)
+        return SQLiteStore(path, readonly=readonly, busy_timeout=min(2.0, lock_timeout / 10))
     if scheme in _POSTGRES:
         return _postgres_store(db, readonly)
     raise ConfigurationError(

@@ -89,6 +89,13 @@ class Store(Protocol):
         """Run a read-only query (with ``placeholder`` parameters); return all rows."""
         ...
 
+    lost: int
+    """Rows that were committed and then lost with their file (SQLite: deleted file)."""
+
+    def verify(self) -> None:
+        """Check now that committed rows are still where readers look (``flush()``)."""
+        ...
+
     def close(self) -> None:
         """Close connections; the store can reopen them on next use."""
         ...

@@ -150,6 +150,7 @@ class PostgresStore:
         )
         self._conn: psycopg.Connection[Any] | None = None
         self.readonly = readonly
+        self.lost = 0  # a server keeps what it committed
         self._sequence = ""
         self._lock = threading.Lock()
         self._unsure: _Unsure | None = None
@@ -304,6 +305,9 @@ class PostgresStore:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (``%s`` placeholders) and return all rows."""
         return self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+    def verify(self) -> None:
+        """Nothing to check: a committed row stays on the server."""
 
     def close(self) -> None:
         with self._lock:

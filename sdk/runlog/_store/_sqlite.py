@@ -1,17 +1,30 @@
-"""The SQLite backend: one file, many writer processes (WAL, busy timeout, retries)."""
+"""The SQLite backend: one file, many writer processes (WAL, busy timeout, retries).
+
+The file is watched, at most every 50 ms of writing and on every ``flush()``:
+
+* **deleted or replaced** (another inode at the path): the connection would go on
+  writing to the unlinked inode, a silent total loss.  The rows written since the last
+  check are counted as lost, the change is reported once, and writing resumes on a
+  fresh file (schema included) at the same path.
+* **``-shm`` no longer writable** (``chattr +i``, a permission change): SQLite's
+  memory map of the WAL index would raise SIGBUS on the next write and kill the
+  process.  The connection is dropped before that can happen, and the write fails
+  (counted, reported once) until the file is usable again.
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, warn_once
 from ._base import Row, StoreBusy, StoreFault
 from ._schema import migrations
 
@@ -28,6 +41,7 @@ _INSERT = (
 _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
 # How long one attempt lets SQLite's own busy handler wait; the writer retries on top.
 _BUSY_TIMEOUT_S = 2.0
+_CHECK_EVERY_S = 0.05  # how often a writing connection checks its file is still the one
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -79,12 +93,23 @@ class SQLiteStore:
 
     placeholder = "?"
 
-    def __init__(self, db: str, *, readonly: bool = False) -> None:
+    def __init__(
+        self, db: str, *, readonly: bool = False, busy_timeout: float = _BUSY_TIMEOUT_S
+    ) -> None:
         self.path = sqlite_path(db)
         self.url = f"sqlite:///{self.path}"
         self.readonly = readonly
+        self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None
+        """(st_dev, st_ino) of the file the connection has open."""
+        self._checked_at = 0.0
+        self._unchecked_rows = 0
+        self.lost = 0
+        """Rows committed to a file that was deleted or replaced before they were read."""
+        self.replaced = 0
+        """How many times the file was found deleted or replaced (and made anew)."""
 
     # -- connection -------------------------------------------------------------
     def create(self) -> None:
@@ -133,20 +158,59 @@ class SQLiteStore:
         conn = sqlite3.connect(
             uri,
             uri=True,
-            timeout=_BUSY_TIMEOUT_S,
+            timeout=self._busy_timeout,
             isolation_level=None,
             check_same_thread=False,
         )
         if self.readonly:
             return conn
         try:
+            self._identity = _identity(self.path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate(conn)
         except BaseException:
             conn.close()
             raise
+        self._checked_at = time.monotonic()
         return conn
+
+    def _check_file(self) -> None:
+        """Drop the connection if its file is gone, replaced, or its WAL index unusable.
+
+        Called with the lock held, before a write.  After a replacement the file is made
+        anew (``mode=rw`` alone would refuse to create it), schema and all.
+        """
+        self._checked_at = time.monotonic()
+        unchecked, self._unchecked_rows = self._unchecked_rows, 0
+        if self._conn is None:
+            return
+        identity = _identity(self.path)
+        if identity != self._identity:
+            self.lost += unchecked
+            self.replaced += 1
+            self._drop_connection()
+            warn_once(
+                f"replaced:{self.path}:{self.replaced}",
+                "runlog's database %s was deleted or replaced; %d event(s) written to the "
+                "old file are lost; writing resumes on a new file at the same path",
+                self.url,
+                unchecked,
+            )
+            if identity is None:
+                _create_file(self.path)
+            return
+        shm = f"{self.path}-shm"
+        if os.path.exists(shm) and not os.access(shm, os.R_OK | os.W_OK):
+            self._drop_connection()
+            raise StoreFault(f"{shm} is not writable (SQLite's WAL index)")
+
+    def verify(self) -> None:
+        """Check the file now (``flush()`` does, so its answer covers a deleted file)."""
+        if self.readonly:
+            return
+        with self._lock:
+            self._check_file()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -202,6 +266,8 @@ class SQLiteStore:
     def write(self, rows: Sequence[Row]) -> None:
         # The hot path of every event: inline rather than through _run and _transaction.
         with self._lock:
+            if time.monotonic() - self._checked_at >= _CHECK_EVERY_S:
+                self._check_file()
             try:
                 conn = self._conn or self._open()
                 conn.execute("BEGIN IMMEDIATE")
@@ -211,6 +277,7 @@ class SQLiteStore:
                     else:
                         conn.executemany(_INSERT, rows)
                     conn.execute("COMMIT")
+                    self._unchecked_rows += len(rows)
                 except BaseException:
                     _rollback(conn)
                     raise
@@ -234,6 +301,14 @@ class SQLiteStore:
 
 
 _abandoned: list[Any] = []
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 @contextmanager
