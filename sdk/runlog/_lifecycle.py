@@ -81,8 +81,9 @@ class ExitRecord:
             name = signal.Signals(self.signal).name
             fields.update(reason="signal", signal=name, exit_code=128 + self.signal)
         if isinstance(exc, KeyboardInterrupt) and self.code is None:
+            # Python ends an unhandled KeyboardInterrupt by re-raising SIGINT.
             fields.update(reason="signal", signal="SIGINT", exit_code=128 + signal.SIGINT)
-        elif exc is not None and self.code is None:
+        elif exc is not None:
             fields.update(
                 reason="exception",
                 exit_code=1,
@@ -169,6 +170,7 @@ class _Signals:
     def __init__(self) -> None:
         self.chained: dict[int, Handler] = {}
         self.patched = False
+        self.handler = self.handle  # one bound method, so identity checks hold
 
     def install(self) -> bool:
         """Put runlog's handler in place (main thread only); True once it is."""
@@ -176,10 +178,10 @@ class _Signals:
             return False
         for signum in _WATCHED:
             current = _getsignal(signum)
-            if current is self.handle or current in (signal.SIG_IGN, None):
+            if current is self.handler or current in (signal.SIG_IGN, None):
                 continue
             self.chained[signum] = current
-            _signal(signum, self.handle)
+            _signal(signum, self.handler)
         if not self.patched:
             self.patched = True
             signal.signal = self.signal
@@ -199,7 +201,7 @@ class _Signals:
         return (
             isinstance(signum, int)
             and signum in self.chained
-            and _getsignal(signum) is self.handle
+            and _getsignal(signum) is self.handler
             and threading.current_thread() is threading.main_thread()
         )
 

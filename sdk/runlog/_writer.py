@@ -322,22 +322,25 @@ class BatchWriter:
         Bounded by ``timeout``: rows the thread could not write by then are written (or
         counted as dropped) here, within the persister's ``give_up_at``.
         """
-        with self._phase_lock:
-            self.phase = WriterPhase.CLOSED
-            self._running = False
-            thread = self._thread
-        if self.persister.give_up_at is None:
-            self.persister.give_up_at = time.monotonic() + self.persister.lock_timeout
-        stopped = True
-        if thread is not None and thread.is_alive():
-            self._queue.append(_STOP)
-            self._wake.set()
-            thread.join(timeout)
-            stopped = not thread.is_alive()
-        if stopped:
-            self._write_queued()
-        else:  # the thread is stuck past the bound: what it still holds is given up
-            self._give_up_queued()
+        # Held throughout: an event submitted meanwhile waits here, then is written
+        # after everything queued before it (one drainer at a time keeps the order).
+        with self._sync_lock:
+            with self._phase_lock:
+                self.phase = WriterPhase.CLOSED
+                self._running = False
+                thread = self._thread
+            if self.persister.give_up_at is None:
+                self.persister.give_up_at = time.monotonic() + self.persister.lock_timeout
+            stopped = True
+            if thread is not None and thread.is_alive():
+                self._queue.append(_STOP)
+                self._wake.set()
+                thread.join(timeout)
+                stopped = not thread.is_alive()
+            if stopped:
+                self._drain(stop_at_marker=False)
+            else:  # the thread is stuck past the bound: what it still holds is given up
+                self._give_up_queued()
         return stopped
 
     def closed(self) -> bool:

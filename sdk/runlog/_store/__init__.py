@@ -52,13 +52,13 @@ def open_store(db: str, *, readonly: bool = False, lock_timeout: float = 30.0) -
 
     ``readonly``: for readers such as the ``runlog`` command, which must neither
     create a database nor change its schema.  ``lock_timeout``: the writer's bound on
-    waiting out a lock; one attempt waits at most a tenth of it, so the whole wait
-    ends within 10% of the bound.
+    waiting out a lock; one attempt waits at most a twentieth of it, so the whole
+    wait ends within 10% of the bound.
     """
     scheme = db.split(":", 1)[0].lower() if "://" in db else ""
     if scheme in ("", "sqlite", "file"):
         path = db[len("file://") :] if scheme == "file" else db
-        return SQLiteStore(path, readonly=readonly, busy_timeout=min(2.0, lock_timeout / 10))
+        return SQLiteStore(path, readonly=readonly, busy_timeout=min(2.0, lock_timeout / 20))
     if scheme in _POSTGRES:
         return _postgres_store(db, readonly)
     raise ConfigurationError(

@@ -1,15 +1,19 @@
 """The SQLite backend: one file, many writer processes (WAL, busy timeout, retries).
 
-The file is watched, at most every 50 ms of writing and on every ``flush()``:
+The file is watched:
 
-* **deleted or replaced** (another inode at the path): the connection would go on
-  writing to the unlinked inode, a silent total loss.  The rows written since the last
-  check are counted as lost, the change is reported once, and writing resumes on a
-  fresh file (schema included) at the same path.
-* **``-shm`` no longer writable** (``chattr +i``, a permission change): SQLite's
-  memory map of the WAL index would raise SIGBUS on the next write and kill the
-  process.  The connection is dropped before that can happen, and the write fails
-  (counted, reported once) until the file is usable again.
+* **deleted or replaced** (another inode at the path), checked at most every 50 ms of
+  writing and on every ``flush()``: the connection would go on writing to the unlinked
+  inode, a silent total loss.  The rows written since the last check are counted as
+  lost, the change is reported once, and writing resumes on a fresh file (schema
+  included) at the same path.
+* **``-shm`` no longer writable** (``chattr +i``, a permission change), checked before
+  every write (one ``access`` call): SQLite's shared-memory map of the WAL index would
+  raise SIGBUS when it next grows or faults a page in, killing the process.  The
+  connection is dropped before that can happen, and writes fail (counted, reported
+  once) until the file is usable again.  WAL stays: a rollback journal (no shared
+  memory) would put two fsyncs on every commit and make readers block writers; the
+  one case left is a change landing inside the microseconds of a write in progress.
 """
 
 from __future__ import annotations
@@ -96,10 +100,12 @@ class SQLiteStore:
     def __init__(
         self, db: str, *, readonly: bool = False, busy_timeout: float = _BUSY_TIMEOUT_S
     ) -> None:
-        self.path = sqlite_path(db)
+        # Resolved once: a later os.chdir must not move the database under the process.
+        self.path = sqlite_path(db).absolute()
         self.url = f"sqlite:///{self.path}"
         self.readonly = readonly
         self._busy_timeout = busy_timeout
+        self._shm = f"{self.path}-shm"
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._identity: tuple[int, int] | None = None
@@ -176,7 +182,7 @@ class SQLiteStore:
         return conn
 
     def _check_file(self) -> None:
-        """Drop the connection if its file is gone, replaced, or its WAL index unusable.
+        """Drop the connection if its file is gone or replaced.
 
         Called with the lock held, before a write.  After a replacement the file is made
         anew (``mode=rw`` alone would refuse to create it), schema and all.
@@ -198,12 +204,21 @@ class SQLiteStore:
                 unchecked,
             )
             if identity is None:
-                _create_file(self.path)
+                try:
+                    _create_file(self.path)
+                except ConfigurationError as exc:  # the folder went too: fail this write
+                    raise StoreFault(str(exc)) from None
+
+    def _check_shm(self) -> None:
+        """Refuse to write through a WAL index that SQLite could not extend (SIGBUS)."""
+        if os.access(self._shm, os.W_OK) or not os.path.exists(self._shm):
             return
-        shm = f"{self.path}-shm"
-        if os.path.exists(shm) and not os.access(shm, os.R_OK | os.W_OK):
-            self._drop_connection()
-            raise StoreFault(f"{shm} is not writable (SQLite's WAL index)")
+        # Closing would checkpoint through the map and raise SIGBUS itself: the
+        # connection is set aside, never touched or freed again (one per outage).
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _keep_forever(conn)
+        raise StoreFault(f"{self._shm} (SQLite's WAL index) is not writable")
 
     def verify(self) -> None:
         """Check the file now (``flush()`` does, so its answer covers a deleted file)."""
@@ -256,6 +271,7 @@ class SQLiteStore:
                 cur = conn.execute(
                     _INSERT, (timestamp, 0, parent_run_id, "process.started", payload)
                 )
+                self._unchecked_rows += 1
                 run_id = cur.lastrowid
                 assert run_id is not None
                 conn.execute("UPDATE events SET run_id = ? WHERE id = ?", (run_id, run_id))
@@ -266,9 +282,10 @@ class SQLiteStore:
     def write(self, rows: Sequence[Row]) -> None:
         # The hot path of every event: inline rather than through _run and _transaction.
         with self._lock:
-            if time.monotonic() - self._checked_at >= _CHECK_EVERY_S:
-                self._check_file()
             try:
+                if time.monotonic() - self._checked_at >= _CHECK_EVERY_S:
+                    self._check_file()
+                self._check_shm()
                 conn = self._conn or self._open()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -301,6 +318,13 @@ class SQLiteStore:
 
 
 _abandoned: list[Any] = []
+
+
+def _keep_forever(conn: sqlite3.Connection) -> None:
+    """Make sure ``conn`` is never closed, not even when the interpreter shuts down."""
+    import ctypes
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
