@@ -109,16 +109,20 @@ class Worker:
 class WorkerPool:
     """The supervisor's worker processes; their exits arrive on a queue, in order."""
 
-    def __init__(self, command: list[str], env: dict[str, str], start_timeout: float) -> None:
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
         self.live: dict[str, Worker] = {}
         self._command = command
         self._env = env
-        self._start_timeout = start_timeout
         self._exits: queue.Queue[Worker] = queue.Queue()
 
     def spawn(self, replaces: str | None = None) -> Worker:
-        """Start the next worker and wait until its ``process.started`` is in the table."""
-        seq = runlog.state.worker_instance_seq() + 1
+        """Start the next worker, numbered without waiting for the previous one to start.
+
+        ``next_worker_instance_seq()`` counts the workers already started plus the one
+        this supervisor spawned last (its ``worker.spawned`` event), so workers
+        spawned back to back get distinct numbers.
+        """
+        seq = runlog.state.next_worker_instance_seq()
         instance_id = f"worker-{seq}"
         proc = subprocess.Popen([*self._command, "--instance-id", instance_id], env=self._env)
         worker = Worker(instance_id, seq, proc)
@@ -132,21 +136,8 @@ class WorkerPool:
                 "replaces": replaces,
             },
         )
-        # worker_instance_seq counts the workers whose process.started is already in
-        # the table.  Two workers spawned at once would both derive the same next
-        # number, so we wait until this one is counted before spawning another.
-        self._wait_until_counted(worker)
         threading.Thread(target=self._watch, args=(worker,), daemon=True).start()
         return worker
-
-    def _wait_until_counted(self, worker: Worker) -> None:
-        name, deadline = worker.instance_id, time.monotonic() + self._start_timeout
-        while runlog.state.worker_instance_seq() < worker.seq:
-            if worker.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited ({worker.proc.returncode}) before it started")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} did not start within {self._start_timeout}s")
-            time.sleep(0.02)
 
     def _watch(self, worker: Worker) -> None:
         worker.proc.wait()
@@ -263,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = runlog.child_env({**os.environ, **llm_env})
         with runlog.span("batch", batch=batch, tasks=len(task_ids), model=args.model):
             command = worker_command(args, batch, task_ids)
-            with WorkerPool(command, env, args.start_timeout) as pool:
+            with WorkerPool(command, env) as pool:
                 for _ in range(args.workers):
                     pool.spawn()
                 supervise(pool, tasks, batch, args)
@@ -291,9 +282,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-restarts", type=int, default=3, help="replacement workers (3)")
     parser.add_argument("--tasks-db", type=Path, default=Path("tasks.db"), help="queue file")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the batch")
-    parser.add_argument(
-        "--start-timeout", type=float, default=60.0, help="seconds for a worker to start"
-    )
     args = parser.parse_args(argv)
     if args.crash_task is not None and not 1 <= args.crash_task <= args.tasks:
         parser.error(f"--crash-task must be between 1 and --tasks ({args.tasks})")

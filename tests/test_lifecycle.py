@@ -8,6 +8,7 @@ that one that shows once in ten runs fails here.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -116,6 +117,26 @@ class TestSigtermNeverHangs:
                 assert (payload["reason"], payload["signal"]) == ("signal", "SIGTERM")
                 done = steps(db)
                 assert done == list(range(len(done))) and len(done) > 50
+
+    @pytest.mark.parametrize("sync", [True, False], ids=["sync", "batched"])
+    def test_sigterm_on_postgres(self, pg_url: str, sync: bool) -> None:
+        """The same on the real PostgreSQL server: SIGTERM inside log_event, repeated."""
+        import psycopg
+
+        for _ in range(5):
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("DROP TABLE IF EXISTS events")
+                conn.execute("DROP TABLE IF EXISTS runlog_meta")
+            proc = spawn(busy_child("log_event", sync), None, RUNLOG_DB=pg_url)
+            assert read_line(proc) == "ready"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == -signal.SIGTERM, proc.stderr.read() if proc.stderr else ""
+            with psycopg.connect(pg_url) as conn:
+                found = conn.execute("SELECT event_type, payload FROM events ORDER BY id").fetchall()
+            done = [json.loads(p)["i"] for t, p in found if t == "work.step"]
+            assert done == list(range(len(done))) and len(done) > 50
+            (ended,) = [json.loads(p) for t, p in found if t == "process.exited"]
+            assert (ended["reason"], ended["signal"]) == ("signal", "SIGTERM")
 
     def test_sigterm_with_the_database_locked_is_bounded_and_counted(self, db_path: Path) -> None:
         """With another process holding the write lock, SIGTERM ends the process within
