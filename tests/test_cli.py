@@ -501,7 +501,8 @@ class TestErrors:
             text=True,
             timeout=60,
         )
-        self.check(proc, 1, "no runlog database at 'runlog.db' (the default database: give --db")
+        where = tmp_path / "runlog.db"
+        self.check(proc, 1, f"no runlog database at '{where}' (the default database: give --db")
         assert not (tmp_path / "runlog.db").exists()
 
     def test_runlog_db_is_the_default(self, scenario: Path, tmp_path: Path) -> None:

@@ -272,6 +272,7 @@ class TestOutages:
         tmp_path.chmod(0o755)
         code = f"""
         import os, runlog, sqlite3
+        from runlog import init, log_event, flush  # load runlog while we can read the venv
         os.setgid(65534); os.setuid(65534)  # nobody: the file is now read-only for us
         try:
             runlog.init(db={str(db)!r})

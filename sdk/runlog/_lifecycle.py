@@ -16,8 +16,8 @@ and propagation only.  The rules (README.md, "Lifecycle guarantees"):
   default disposition, where they would not run either.  A second signal kills at once.
 * **After close nothing is queued to a stopped thread**: the writer writes
   synchronously (or counts the event as dropped).  runlog's ``atexit`` hook is
-  registered at import, so it runs after every hook registered later; events from
-  hooks that run after it still reach the table.
+  registered at ``import runlog``, so it runs after every hook registered later;
+  events from hooks that run after it still reach the table.
 * **Exit codes are observed**: ``sys.exit``, ``exit()`` and ``quit()`` tag the
   ``SystemExit`` they raise with a witness that commits the code only when the
   exception is released at the top of the interpreter (it ended the process), not when
@@ -28,7 +28,6 @@ and propagation only.  The rules (README.md, "Lifecycle guarantees"):
 
 from __future__ import annotations
 
-import atexit
 import builtins
 import enum
 import os
@@ -396,7 +395,8 @@ def deadline(timeout: float) -> float:
 
 life = Lifecycle()
 """The process's lifecycle (it starts over in a forked child: :meth:`Lifecycle.after_fork`)."""
-atexit.register(life.close)  # at import: runs after every atexit hook registered later
+# runlog/__init__.py registers the atexit hook at `import runlog`, so that it runs after
+# every hook registered later; it calls life.close().
 
 _fork_hooks: list[Callable[[], None]] = []
 

@@ -230,6 +230,10 @@ class BatchWriter:
         self._batch_size = batch_size
         self._interval = interval
         self._queue_size = queue_size
+        self._limit = queue_size
+        """The back-pressure bound in force: what the writer can commit in one interval
+        (measured), within [batch_size, queue_size], so a SIGKILL costs about one
+        interval of history however fast the application logs."""
         self._threshold = min(batch_size, queue_size)
         self._backpressure_timeout = backpressure_timeout
         self._queue: deque[Item] = deque()
@@ -253,11 +257,11 @@ class BatchWriter:
         if pending >= self._threshold:  # one comparison on the hot path
             if pending >= self._batch_size and not self._wake.is_set():
                 self._wake.set()
-            if pending >= self._queue_size:
-                if self.persister.unreachable:
-                    self._shed(queue)
-                else:
+            if pending >= self._limit:
+                if not self.persister.unreachable:
                     self._wait_for_room()
+                elif pending >= self._queue_size:  # an outage fills the whole queue, then sheds
+                    self._shed(queue)
 
     def _not_running(self) -> None:
         with self._phase_lock:
@@ -370,9 +374,11 @@ class BatchWriter:
         if give_up_at is not None:
             deadline = min(deadline, give_up_at)
         with self._room:
-            while len(self._queue) >= self._queue_size:
+            while len(self._queue) >= self._limit:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._running:
+                if self.persister.unreachable or not self._running:
+                    return  # an outage: the queue takes up to queue_size, then sheds
+                if remaining <= 0:
                     warn_once(
                         "backpressure",
                         "runlog's event queue stayed full for %.0fs; continuing "
@@ -421,7 +427,12 @@ class BatchWriter:
         return False
 
     def _write(self, batch: list[Row]) -> None:
-        self.persister.write(batch, outlast_outages=self._running)
+        start = time.perf_counter()
+        written = self.persister.write(batch, outlast_outages=self._running)
+        elapsed = time.perf_counter() - start
+        if written and len(batch) >= self._batch_size and elapsed > 0:
+            per_interval = int(len(batch) / elapsed * self._interval)
+            self._limit = max(self._batch_size, min(self._queue_size, per_interval))
         with self._room:
             self._room.notify_all()
 
