@@ -132,7 +132,9 @@ class TestSigtermNeverHangs:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == -signal.SIGTERM, proc.stderr.read() if proc.stderr else ""
             with psycopg.connect(pg_url) as conn:
-                found = conn.execute("SELECT event_type, payload FROM events ORDER BY id").fetchall()
+                found = conn.execute(
+                    "SELECT event_type, payload FROM events ORDER BY id"
+                ).fetchall()
             done = [json.loads(p)["i"] for t, p in found if t == "work.step"]
             assert done == list(range(len(done))) and len(done) > 50
             (ended,) = [json.loads(p) for t, p in found if t == "process.exited"]

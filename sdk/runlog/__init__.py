@@ -28,7 +28,8 @@ from __future__ import annotations
 import atexit
 import sys
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # not typing's: importing typing alone costs more than this file
 
 __version__ = "0.1.0"
 
@@ -57,7 +58,9 @@ _HOME = {
 }
 
 if TYPE_CHECKING:
-    from . import state, testing
+    from typing import Any
+
+    from . import state
     from ._errors import (
         ConfigurationError,
         RunlogError,
@@ -79,7 +82,7 @@ def __getattr__(name: str) -> Any:
         home = _HOME[name]
     except KeyError:
         raise AttributeError(f"module 'runlog' has no attribute {name!r}") from None
-    value = import_module(f".{name}" if not home else home, __name__)
+    value = import_module(home or f".{name}", __name__)
     if home:
         value = getattr(value, name)
     globals()[name] = value
