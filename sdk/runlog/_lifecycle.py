@@ -222,9 +222,6 @@ class _Signals:
             return self.chained[signalnum]
         return _getsignal(signalnum)
 
-    def after_fork(self) -> None:
-        pass  # dispositions are inherited; so is the chain
-
 
 # -- the closer thread -------------------------------------------------------------
 class _Closer:
@@ -347,7 +344,7 @@ class Lifecycle:
         if phase is not Phase.RUNNING:
             if phase is Phase.CLOSING and threading.current_thread() is not _closing_thread:
                 runtime = self.runtime()
-                self._closed.wait(None if runtime is None else runtime.config.lock_timeout + 1)
+                self._closed.wait(5.0 if runtime is None else runtime.config.lock_timeout + 1)
             return
         _set_closing_thread()
         try:
