@@ -126,6 +126,12 @@ class SQLiteStore:
     def json_text(self, key: str) -> str:
         return f"json_extract(payload, '$.{key}')"
 
+    def json_number(self, key: str) -> str:
+        return (
+            f"CASE WHEN json_type(payload, '$.{key}') IN ('integer', 'real')"
+            f" THEN json_extract(payload, '$.{key}') END"
+        )
+
     def _connect(self) -> sqlite3.Connection:
         # mode=rw: never silently create a new, empty file after the first one vanished.
         mode = "ro" if self.readonly else "rw"
