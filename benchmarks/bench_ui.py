@@ -47,7 +47,9 @@ class _Writer:
         self.clock = start_ns
         self.rows: list[tuple[int, int, int, int | None, str, str]] = []
 
-    def add(self, run: int | None, parent: int | None, kind: str, payload: dict[str, object]) -> int:
+    def add(
+        self, run: int | None, parent: int | None, kind: str, payload: dict[str, object]
+    ) -> int:
         row_id = self.next_id
         self.next_id += 1
         self.rows.append((row_id, self.clock, run or row_id, parent, kind, json.dumps(payload)))
@@ -161,7 +163,8 @@ def main() -> int:
     args = parser.parse_args()
     from starlette.testclient import TestClient
 
-    from runlog._ui import create_app
+    from runlog._cli._db import open_reader
+    from runlog._ui._app import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.db or Path(tmp) / "ui.db"
@@ -170,9 +173,13 @@ def main() -> int:
             fill(path, args.events)
             print(f"generated {path} in {time.perf_counter() - t0:.1f} s")
         ((events,),) = sqlite3.connect(path).execute("SELECT COUNT(*) FROM events").fetchall()
-        ((worker,),) = sqlite3.connect(path).execute(
-            "SELECT run_id FROM events WHERE event_type = 'worker.done' ORDER BY id LIMIT 1"
-        ).fetchall()
+        ((worker,),) = (
+            sqlite3.connect(path)
+            .execute(
+                "SELECT run_id FROM events WHERE event_type = 'worker.done' ORDER BY id LIMIT 1"
+            )
+            .fetchall()
+        )
         pages = {
             "runs page": "/",
             f"run page (worker #{worker}, 1,000 events)": f"/run/{worker}",
@@ -180,7 +187,8 @@ def main() -> int:
             "events page": "/events",
         }
         rows = []
-        with TestClient(create_app(str(path))) as client:
+        reader = open_reader(str(path), "--db")
+        with TestClient(create_app(reader)) as client:
             for name, url in pages.items():
                 client.get(url)  # warm: the first request opens the database
                 ms, size = _median_ms(client, url, args.repeat)

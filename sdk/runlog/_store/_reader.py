@@ -33,10 +33,16 @@ class Reader:
         parent_run_id: int | None = None,
         payload: Filter | None = None,
         after_id: int = 0,
+        since: int | None = None,
+        until: int | None = None,
     ) -> tuple[str, list[Any]]:
         p = self._p
         clauses: list[str] = []
         params: list[Any] = []
+        for bound, value in ((">=", since), ("<", until)):
+            if value is not None:
+                clauses.append(f"timestamp {bound} {p}")
+                params.append(value)
         if after_id:  # only when asked: "id > 0" can steer SQLite away from an index
             clauses.append(f"id > {p}")
             params.append(after_id)
@@ -67,14 +73,21 @@ class Reader:
         after_id: int = 0,
         limit: int | None = None,
         newest_first: bool = False,
+        since: int | None = None,
+        until: int | None = None,
     ) -> list[Event]:
-        """Events matching every filter given, in ``id`` order (or newest first)."""
+        """Events matching every filter given, in ``id`` order (or newest first).
+
+        ``since`` and ``until`` bound ``timestamp`` (Unix ns, ``since <= t < until``).
+        """
         where, params = self._where(
             event_type=event_type,
             run_id=run_id,
             parent_run_id=parent_run_id,
             payload=payload,
             after_id=after_id,
+            since=since,
+            until=until,
         )
         sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY id"
         if newest_first:
@@ -90,10 +103,17 @@ class Reader:
         run_id: int | None = None,
         parent_run_id: int | None = None,
         payload: Filter | None = None,
+        since: int | None = None,
+        until: int | None = None,
     ) -> int:
         """How many events match every filter given (payload values compare as text)."""
         where, params = self._where(
-            event_type=event_type, run_id=run_id, parent_run_id=parent_run_id, payload=payload
+            event_type=event_type,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            payload=payload,
+            since=since,
+            until=until,
         )
         ((n,),) = self.store.query(f"SELECT COUNT(*) FROM events WHERE {where}", params)
         return int(n)

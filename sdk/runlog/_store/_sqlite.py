@@ -124,7 +124,8 @@ class SQLiteStore:
             raise ConfigurationError(f"{name!r} is not a runlog database (no events table)")
 
     def json_text(self, key: str) -> str:
-        return f"json_extract(payload, '$.{key}')"
+        # As text, as on PostgreSQL (->>): json_extract gives 7 for 7, which is not '7'.
+        return f"CAST(json_extract(payload, '$.{key}') AS TEXT)"
 
     def json_number(self, key: str) -> str:
         return (
