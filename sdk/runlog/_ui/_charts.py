@@ -15,7 +15,7 @@ from .._cli._output import duration
 CHART_W = 520.0
 CHART_H = 120.0
 PAD_L = 44.0
-PAD_B = 22.0
+PAD_B = 20.0
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _linear(low: float, high: float) -> list[float]:
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     edge = math.floor(low / step) * step
-    edges = [edge]
+    edges = [edge, edge + step]
     while edges[-1] <= high:
         edges.append(edges[-1] + step)
     return edges
@@ -70,7 +70,7 @@ def _linear(low: float, high: float) -> list[float]:
 def histogram(latencies_ms: list[float]) -> Chart:
     """Calls per latency bin: 1-2-5 steps over a wide range, equal steps over a narrow one."""
     values = [v for v in latencies_ms if v > 0]
-    chart = Chart()
+    chart = Chart(width=300.0, height=72.0, pad_l=26.0, pad_b=16.0)
     if not values:
         return chart
     edges = _edges(min(values), max(values))
@@ -79,15 +79,15 @@ def histogram(latencies_ms: list[float]) -> Chart:
         i = max(0, min(len(counts) - 1, _bin(edges, v)))
         counts[i] += 1
     top = max(counts)
-    plot_w = CHART_W - PAD_L
-    w = plot_w / len(counts)
-    plot_h = CHART_H - PAD_B
+    w = (chart.width - chart.pad_l) / len(counts)
+    plot_h = chart.height - chart.pad_b
     for i, n in enumerate(counts):
         h = plot_h * n / top
         label = f"{duration(edges[i])} to {duration(edges[i + 1])}: {n} call{'s' * (n != 1)}"
-        chart.bars.append(Bar(PAD_L + i * w + 1, plot_h - h, max(w - 2, 1), h, label))
-        chart.labels.append((PAD_L + i * w, duration(edges[i])))
-    chart.labels.append((PAD_L + len(counts) * w, duration(edges[-1])))
+        chart.bars.append(Bar(chart.pad_l + i * w + 1, plot_h - h, max(w - 2, 1), h, label))
+    middle = len(counts) // 2
+    for i in (0, middle, len(counts)) if len(counts) > 2 else (0, len(counts)):
+        chart.labels.append((chart.pad_l + i * w, duration(edges[i])))
     chart.y_max = str(top)
     return chart
 
@@ -99,9 +99,9 @@ def _bin(edges: list[float], v: float) -> int:
     return len(edges) - 2
 
 
-def tokens_over_time(calls: list[tuple[int, float, float]], buckets: int = 40) -> Chart:
+def tokens_over_time(calls: list[tuple[int, float, float]], buckets: int = 60) -> Chart:
     """Input and output tokens summed per time bucket: ``calls`` are (ns, in, out)."""
-    chart = Chart()
+    chart = Chart(width=900.0, height=130.0)
     if not calls:
         return chart
     t0 = min(t for t, _, _ in calls)
@@ -113,21 +113,22 @@ def tokens_over_time(calls: list[tuple[int, float, float]], buckets: int = 40) -
         sums[i][0] += tokens_in
         sums[i][1] += tokens_out
     top = max(a + b for a, b in sums) or 1.0
-    plot_w = CHART_W - PAD_L
-    plot_h = CHART_H - PAD_B
-    w = plot_w / buckets
+    plot_h = chart.height - chart.pad_b
+    w = (chart.width - chart.pad_l) / buckets
     for i, (tokens_in, tokens_out) in enumerate(sums):
-        at = datetime.fromtimestamp((t0 + i * size) / 1e9).strftime("%H:%M:%S")
-        title = f"{at}: {tokens_in:,.0f} in, {tokens_out:,.0f} out"
+        title = f"{_clock(t0 + i * size)}: {tokens_in:,.0f} in, {tokens_out:,.0f} out"
         h_in, h_out = plot_h * tokens_in / top, plot_h * tokens_out / top
-        x = PAD_L + i * w + 0.5
+        x = chart.pad_l + i * w + 0.5
         chart.bars.append(Bar(x, plot_h - h_in, max(w - 1, 1), h_in, title, "a"))
         chart.bars.append(Bar(x, plot_h - h_in - h_out, max(w - 1, 1), h_out, title, "b"))
     for i in (0, buckets // 2, buckets):
-        at = datetime.fromtimestamp((t0 + i * size) / 1e9).strftime("%H:%M:%S")
-        chart.labels.append((PAD_L + i * w, at))
+        chart.labels.append((chart.pad_l + i * w, _clock(t0 + i * size)))
     chart.y_max = f"{top:,.0f}"
     return chart
+
+
+def _clock(ns: float) -> str:
+    return datetime.fromtimestamp(ns / 1e9).strftime("%H:%M:%S")
 
 
 __all__ = ["Bar", "Chart", "histogram", "tokens_over_time"]

@@ -64,7 +64,10 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
     out.note("read-only; Ctrl-C stops it")
     if not args.no_browser:
         webbrowser.open(url)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the signal
+        pass
     return 0
 
 
