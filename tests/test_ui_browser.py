@@ -97,14 +97,16 @@ def foreign() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = os.environ.get("UI_SCREENSHOTS")
-    return Path(where) if where else tmp_path_factory.mktemp("screenshots")
+    if where:  # relative to where pytest was started (tests run in a directory of their own)
+        return request.config.invocation_params.dir / where
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture
 def page(browser: Browser, server: Server, foreign: list[str]) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 860})
+    context = browser.new_context(viewport={"width": 1400, "height": 520})
     seen: list[str] = []
 
     def check(route: Route) -> None:
@@ -131,7 +133,7 @@ def test_every_page_loads(page: Page, server: Server, shots: Path) -> None:
     page.goto(server.url)
     expect(page.locator("table.runs tbody tr")).to_have_count(5)  # the supervisor, 4 workers
     expect(page.locator("#good-rev")).to_have_text("1")
-    page.screenshot(path=shots / "ui-runs.png")
+    page.screenshot(path=shots / "ui-runs.png", full_page=True)
     page.goto(server.url + "llm")
     expect(page.locator("table.models tbody tr")).to_have_count(1)
     expect(page.locator("table.calls tbody tr")).to_have_count(17)
@@ -155,7 +157,10 @@ def test_click_into_the_crashed_worker_and_open_a_payload(
     supervisor = page.locator("nav.crumbs a").nth(1)
     supervisor.click()
     expect(page.locator("svg.waterfall text.proc-label")).to_have_count(5)
-    page.screenshot(path=shots / "ui-waterfall.png")
+    box = page.locator("div.scroll").bounding_box()
+    assert box is not None and box["height"] > 200
+    clip = {"x": 0, "y": 0, "width": 1400, "height": box["y"] + box["height"] + 14}
+    page.screenshot(path=shots / "ui-waterfall.png", clip=clip, full_page=True)
 
 
 def test_open_an_llm_calls_payload(page: Page, server: Server) -> None:
