@@ -172,19 +172,20 @@ def main() -> int:
             t0 = time.perf_counter()
             fill(path, args.events)
             print(f"generated {path} in {time.perf_counter() - t0:.1f} s")
-        ((events,),) = sqlite3.connect(path).execute("SELECT COUNT(*) FROM events").fetchall()
-        ((worker,),) = (
-            sqlite3.connect(path)
-            .execute(
-                "SELECT run_id FROM events WHERE event_type = 'worker.done' ORDER BY id LIMIT 1"
-            )
-            .fetchall()
-        )
+        conn = sqlite3.connect(path)
+        ((events,),) = conn.execute("SELECT COUNT(*) FROM events").fetchall()
+        ((worker, supervisor),) = conn.execute(
+            "SELECT run_id, parent_run_id FROM events WHERE event_type = 'worker.done'"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchall()
+        conn.close()
         pages = {
             "runs page": "/",
             f"run page (worker #{worker}, 1,000 events)": f"/run/{worker}",
+            f"run page (supervisor #{supervisor}, 5 workers)": f"/run/{supervisor}",
             "LLM calls page": "/llm",
             "events page": "/events",
+            "events page, payload filter": "/events?field=task_id%3D7",
         }
         rows = []
         reader = open_reader(str(path), "--db")
