@@ -362,6 +362,18 @@ class TestLayout:
         assert open_span.x + open_span.w == pytest.approx(_waterfall.LABEL_W + _waterfall.PLOT_W)
         assert w.blocks[0].height == 3 * _waterfall.ROW_H
 
+    def test_a_crowded_waterfall_leaves_out_what_cannot_be_told_apart(self) -> None:
+        """Thousands of sub-pixel calls in one lane: most are left out, counted; a failed
+        one and the process bar stay."""
+        events = [event(1, 0, "process.started")]
+        for i in range(2, 3000):
+            kind = "call.failed" if i == 1500 else "call.completed"
+            events.append(event(i, i / 100, kind, span_id=i, duration_ms=0.001))
+        w = _waterfall.build([(summary(1, 0, 30.0), 0)], {1: events})
+        assert 0 < len(w.items) < 1100 and w.left_out == len(events) + 1 - len(w.items)
+        assert [i.kind for i in w.items if i.failed and i.kind == "span"] == ["span"]
+        assert w.items[0].kind == "process"
+
     def test_histogram_bins_cover_every_latency(self) -> None:
         """Every latency falls in a bin: wide ranges in 1-2-5 steps, narrow ones evenly."""
         for values in ([5.0, 50.0, 5000.0, 30000.0], [300.0, 310.0, 800.0], [1.0]):

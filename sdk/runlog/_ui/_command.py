@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import webbrowser
 
@@ -64,10 +65,8 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
     out.note("read-only; Ctrl-C stops it")
     if not args.no_browser:
         webbrowser.open(url)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops, then re-raises SIGINT
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the signal
-        pass
     return 0
 
 

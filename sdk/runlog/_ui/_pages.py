@@ -9,7 +9,6 @@ subtree, the LLM page works on a window of the newest matching calls.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +25,8 @@ ROOTS_PER_PAGE = 20
 EVENTS_PER_PAGE = 500
 RUN_EVENTS_MAX = 5000
 """Events read per process for a run page's waterfall and list."""
+RUN_PROCESSES_MAX = 60
+"""Processes drawn on a run page's waterfall (the first, depth first); the table lists all."""
 LLM_WINDOW = 5000
 LLM_PER_PAGE = 100
 TAIL_ROWS = 200
@@ -178,6 +179,7 @@ class RunPage:
     pages: int
     total: int
     truncated: list[int] = field(default_factory=list)
+    not_drawn: int = 0
 
 
 def run_page(reader: Reader, run_id: int, page: int = 1) -> RunPage | None:
@@ -190,7 +192,8 @@ def run_page(reader: Reader, run_id: int, page: int = 1) -> RunPage | None:
     _flatten(run, 0, set(index.parents), rows)
     events: dict[int, list[Event]] = {}
     truncated = []
-    for row in rows:
+    drawn = rows[:RUN_PROCESSES_MAX]
+    for row in drawn:
         rid = row.run.run_id
         events[rid] = reader.events(run_id=rid, limit=RUN_EVENTS_MAX)
         if len(events[rid]) == RUN_EVENTS_MAX and row.run.events > RUN_EVENTS_MAX:
@@ -204,13 +207,14 @@ def run_page(reader: Reader, run_id: int, page: int = 1) -> RunPage | None:
         rows=rows,
         ancestors=_ancestors(index, run_id),
         identity=started.payload if started else {},
-        waterfall=_waterfall.build([(r.run, r.depth) for r in rows], events),
+        waterfall=_waterfall.build([(r.run, r.depth) for r in drawn], events),
         events=merged[(page - 1) * EVENTS_PER_PAGE : page * EVENTS_PER_PAGE],
         names={r.run.run_id: _name(r.run) for r in rows},
         page=page,
         pages=pages,
         total=len(merged),
         truncated=truncated,
+        not_drawn=len(rows) - len(drawn),
     )
 
 
@@ -364,10 +368,6 @@ def event(reader: Reader, event_id: int) -> Event | None:
     """The event with ``event_id``, or None."""
     found = reader.events(after_id=event_id - 1, limit=1) if event_id > 0 else []
     return found[0] if found and found[0].id == event_id else None
-
-
-def now_ns() -> int:
-    return time.time_ns()
 
 
 __all__ = [

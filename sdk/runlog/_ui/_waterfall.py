@@ -35,7 +35,8 @@ BAR_H = 13.0
 AXIS_H = 26.0
 MAX_DEPTH = 6
 MAX_ITEMS = 4000
-"""Bars and ticks drawn at most; past that the page says how many were left out."""
+DECLUTTER_FROM = 1500
+"""Bars and ticks drawn at most; the page says how many were left out."""
 
 
 @dataclass
@@ -120,10 +121,26 @@ def build(runs: list[tuple[RunSummary, int]], events: dict[int, list[Event]]) ->
         y += height + 6
     out.height = y
     out.ticks = _axis(t0, t1, scale)
-    if len(out.items) > MAX_ITEMS:
-        out.left_out = len(out.items) - MAX_ITEMS
-        out.items = out.items[:MAX_ITEMS]
+    kept = _declutter(out.items)
+    out.left_out = len(out.items) - len(kept)
+    out.items = kept
     return out
+
+
+def _declutter(items: list[Item]) -> list[Item]:
+    """On a crowded waterfall (more than :data:`DECLUTTER_FROM` items), leave out a narrow
+    bar or tick that would start under the one drawn before it in its lane (sub-pixel
+    calls at this zoom); wide bars and failures always stay; at most :data:`MAX_ITEMS`."""
+    if len(items) <= DECLUTTER_FROM:
+        return items
+    kept: list[Item] = []
+    ends: dict[float, float] = {}  # lane (y) -> where its last kept bar ends
+    for item in sorted(items, key=lambda i: (i.y, i.x)):
+        wide = item.w > 3.0 or item.kind == "process"
+        if wide or item.failed or item.x >= ends.get(item.y, -1.0):
+            kept.append(item)
+            ends[item.y] = max(ends.get(item.y, -1.0), item.x + min(item.w, 2.0))
+    return kept[:MAX_ITEMS]
 
 
 def _layout_run(
