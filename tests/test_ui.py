@@ -400,8 +400,11 @@ class TestCommand:
             assert match, line
             with urllib.request.urlopen(match.group(1) + "llm", timeout=30) as response:
                 assert response.status == 200 and b"gpt-4o-mini" in response.read()
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=30) == 0
+            # An open live tail does not hold the shutdown up for its 25 s.
+            with urllib.request.urlopen(match.group(1) + "events/stream", timeout=30) as tail:
+                assert tail.readline() == b"retry: 1000\n"
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(timeout=15) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()

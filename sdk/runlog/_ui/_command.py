@@ -59,7 +59,10 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
     wildcard = args.host in ("0.0.0.0", "::", "")
     hosts = None if wildcard else [args.host, shown, "127.0.0.1", "localhost", "[::1]"]
     app = create_app(reader, allowed_hosts=hosts)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # An open live tail must not hold Ctrl-C up until its stream ends.
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+    )
     server = uvicorn.Server(config)
     out.line(Text(f"runlog ui: {url}"))
     out.note("read-only; Ctrl-C stops it")
