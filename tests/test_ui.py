@@ -194,6 +194,18 @@ class TestEvents:
         assert ids == sorted(ids, reverse=True) and len(ids) > 10
         assert f'data-stream="/events/stream?after={ids[0]}"' in html
 
+    def test_older_events_page_back(self, db_path: Path) -> None:
+        """Past the newest 200, "older" pages back by id, without the live tail."""
+        code = "import runlog\nfor n in range(250): runlog.log_event('n.logged', {'n': n})"
+        python(code, db_path)
+        with client_for(str(db_path)) as c:
+            html = c.get("/events").text
+            ids = [int(i) for i in re.findall(r'<tr data-id="(\d+)"', html)]
+            assert len(ids) == 200 and f'href="?before={ids[-1]}"' in html
+            older = c.get(f"/events?before={ids[-1]}").text
+            rest = [int(i) for i in re.findall(r'<tr data-id="(\d+)"', older)]
+            assert rest == list(range(ids[-1] - 1, 0, -1)) and "data-stream" not in older
+
     def test_payload_field_follows_a_task_across_runs(self, client: TestClient) -> None:
         """field=task_id=7 finds the task's events in worker-1 and in worker-3."""
         html = client.get("/events", params={"field": "task_id=7"}).text

@@ -35,6 +35,7 @@ class Reader:
         after_id: int = 0,
         since: int | None = None,
         until: int | None = None,
+        before_id: int | None = None,
     ) -> tuple[str, list[Any]]:
         p = self._p
         clauses: list[str] = []
@@ -46,6 +47,9 @@ class Reader:
         if after_id:  # only when asked: "id > 0" can steer SQLite away from an index
             clauses.append(f"id > {p}")
             params.append(after_id)
+        if before_id is not None:
+            clauses.append(f"id < {p}")
+            params.append(before_id)
         if isinstance(event_type, str):
             clauses.append(f"event_type = {p}")
             params.append(event_type)
@@ -75,10 +79,12 @@ class Reader:
         newest_first: bool = False,
         since: int | None = None,
         until: int | None = None,
+        before_id: int | None = None,
     ) -> list[Event]:
         """Events matching every filter given, in ``id`` order (or newest first).
 
-        ``since`` and ``until`` bound ``timestamp`` (Unix ns, ``since <= t < until``).
+        ``since`` and ``until`` bound ``timestamp`` (Unix ns, ``since <= t < until``);
+        ``after_id`` and ``before_id`` bound ``id`` (a page of a long list).
         """
         where, params = self._where(
             event_type=event_type,
@@ -88,6 +94,7 @@ class Reader:
             after_id=after_id,
             since=since,
             until=until,
+            before_id=before_id,
         )
         sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY id"
         if newest_first:

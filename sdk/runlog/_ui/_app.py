@@ -174,9 +174,11 @@ def create_app(reader: Reader, *, allowed_hosts: list[str] | None = None) -> Sta
     def events(request: Request) -> HTMLResponse:
         q = request.query_params
         where = _pages.EventFilter.parse(q.get("type"), q.get("run"), q.get("field"))
-        found, start = _pages.tail(reader, where)
+        before = _pages.parse_int(q.get("before"), "before")
+        found, start = _pages.tail(reader, where, before)
         names = _pages.run_names(reader, found)
-        return render(request, "events.html", events=found, start=start, names=names)
+        older = found[-1].id if len(found) == _pages.TAIL_ROWS else None
+        return render(request, "events.html", events=found, start=start, names=names, older=older)
 
     def one_event(request: Request) -> HTMLResponse:
         event_id = int(request.path_params["event_id"])

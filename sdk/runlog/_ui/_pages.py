@@ -356,11 +356,12 @@ class EventFilter:
         )
 
 
-def tail(reader: Reader, where: EventFilter) -> tuple[list[Event], int]:
-    """The newest :data:`TAIL_ROWS` matching events, newest first, and the id to
-    follow from (taken first: whatever is written meanwhile is the live tail's)."""
+def tail(reader: Reader, where: EventFilter, before: int | None = None) -> tuple[list[Event], int]:
+    """The newest :data:`TAIL_ROWS` matching events (below id ``before`` if given),
+    newest first, and the id to follow from (taken first: whatever is written
+    meanwhile is the live tail's)."""
     start = reader.last_id()
-    found = where.events(reader, limit=TAIL_ROWS, newest_first=True)
+    found = where.events(reader, limit=TAIL_ROWS, newest_first=True, before_id=before)
     return [e for e in found if e.id <= start], start
 
 
