@@ -422,6 +422,25 @@ class TestCommand:
                 proc.kill()
             proc.communicate()
 
+    def test_json_gives_the_url_to_a_script(self, scenario: Path) -> None:
+        """With --json the one line printed is ``{"url": ...}``."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runlog", "ui", "--db", str(scenario), "--port", "0",
+             "--no-browser", "--json"],
+            env=child_env(None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            url = json.loads(proc.stdout.readline())["url"]
+            with urllib.request.urlopen(url, timeout=30) as response:
+                assert response.status == 200
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)
+
     def test_a_port_in_use_is_a_clear_error(self, scenario: Path) -> None:
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))

@@ -64,7 +64,10 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
     )
     server = uvicorn.Server(config)
-    out.line(Text(f"runlog ui: {url}"))
+    if out.json_mode:  # for a script that started it on --port 0
+        out.json({"url": url}, lines=True)
+    else:
+        out.line(Text(f"runlog ui: {url}"))
     out.note("read-only; Ctrl-C stops it")
     if not args.no_browser:
         webbrowser.open(url)
