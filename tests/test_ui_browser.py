@@ -120,11 +120,15 @@ def page(browser: Browser, server: Server, foreign: list[str]) -> Iterator[Page]
 
     context.route("**/*", check)
     dialogs: list[str] = []
+    errors: list[str] = []  # a script error, or anything the page's own policy refused
     one = context.new_page()
     one.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    one.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    one.on("pageerror", lambda exc: errors.append(str(exc)))
     yield one
     context.close()
     assert dialogs == [], "a script from the data ran"
+    assert errors == []
     assert any(url.endswith("/static/ui.css") for url in seen)
 
 
