@@ -136,6 +136,15 @@ class TestRunsPage:
         assert all("dim" in cls for cls, rid in rows if int(rid) != lost)
         assert "No runs match" in client.get("/?role=nobody").text
 
+    def test_time_range_and_role(self, client: TestClient) -> None:
+        """Runs started in the range (local time) match; role narrows to one role."""
+        assert "No runs match" in client.get("/?since=2999-01-01T00:00").text
+        html = client.get("/?until=2999-01-01T00:00&role=supervisor").text
+        rows = re.findall(r'<tr class="([^"]*)"\s+data-run="(\d+)"', html)
+        sup = run_ids(client)["sup"]
+        assert [int(rid) for cls, rid in rows if "dim" not in cls] == [sup]
+        assert len(rows) == 4
+
     def test_bad_filters_are_400(self, client: TestClient) -> None:
         """An unknown status or an unreadable time is a 400 page saying why."""
         response = client.get("/?status=weird")
