@@ -345,6 +345,21 @@ class TestPayload:
         assert [e.payload["i"] for e in after] == [2, 4]
         assert [e.id for e in Reader(store).events()] == [r["id"] for r in backend.rows()]
 
+    def test_payload_filters_compare_as_text(self, backend: Backend) -> None:
+        """A payload filter matches numbers, strings and booleans by their text, alike."""
+        runlog.init(db=backend.url)
+        for value in (7, "7", True, False, 7.5, None):
+            runlog.log_event("v.logged", {"v": value})
+        runlog.flush()
+        reader = Reader(get_runtime().store)
+
+        def found(text: str) -> list[object]:
+            return [e.payload["v"] for e in reader.events(payload={"v": text})]
+
+        assert found("7") == [7, "7"]
+        assert (found("true"), found("false"), found("7.5")) == ([True], [False], [7.5])
+        assert reader.count(event_type="v.logged", payload={"v": 7}) == 2
+
 
 class TestWriting:
     def test_flush_makes_a_batch_visible_in_order(self, backend: Backend) -> None:

@@ -124,8 +124,13 @@ class SQLiteStore:
             raise ConfigurationError(f"{name!r} is not a runlog database (no events table)")
 
     def json_text(self, key: str) -> str:
-        # As text, as on PostgreSQL (->>): json_extract gives 7 for 7, which is not '7'.
-        return f"CAST(json_extract(payload, '$.{key}') AS TEXT)"
+        # As text, as PostgreSQL's ->> gives it: json_extract gives the number 7 for 7
+        # (not equal to '7') and 1 for true.
+        path = f"payload, '$.{key}'"
+        return (
+            f"CASE json_type({path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
+            f" ELSE CAST(json_extract({path}) AS TEXT) END"
+        )
 
     def json_number(self, key: str) -> str:
         return (
