@@ -3,8 +3,9 @@
 The supervisor (examples/supervisor.py) queues 8 tasks and starts 3 workers
 (examples/worker.py); the worker that takes the batch's 3rd task dies half-way
 through it, and the supervisor re-queues the task and starts a replacement.  Then the
-``runlog`` command prints the run tree and the LLM statistics, and ``runlog.state``
-the state a supervisor derives from the table.
+``runlog`` command prints the run tree and the LLM statistics, ``runlog.state``
+the state a supervisor derives from the table, and the last line is the
+``runlog ui`` command that shows it all in a browser.
 
 Everything goes to the database ``RUNLOG_DB`` names (default: ``runlog.db`` in the
 working directory; a ``postgresql://`` URL works too).  It is kept between runs: run
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -41,6 +44,17 @@ def runlog_command(*args: str) -> None:
     """Run the ``runlog`` command (``python -m runlog``) on the database RUNLOG_DB names."""
     heading(f"runlog {' '.join(args)}")
     subprocess.run([sys.executable, "-m", "runlog", *args], check=True)
+
+
+def ui_command() -> str:
+    """``runlog``, or the path of the virtualenv's script when it is not on PATH."""
+    script = Path(sys.executable).with_name("runlog")
+    if shutil.which("runlog") == str(script) or not script.exists():
+        return "runlog"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def print_state() -> None:
@@ -77,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runlog_command("tree", "--last", "1")  # the run that just ended
     runlog_command("stats")
     print_state()
+    heading("look at it in a browser")
+    print(f"{ui_command()} ui --db {shlex.quote(os.environ['RUNLOG_DB'])}")
     return 0
 
 

@@ -194,7 +194,8 @@ class TestSchema:
         assert backend.columns() == EXPECTED_COLUMNS
 
     def test_indexes(self, backend: Backend) -> None:
-        """The four designed one-column indexes, and (parent_run_id, event_type) for state."""
+        """The four designed one-column indexes, (parent_run_id, event_type) for state and
+        (run_id, event_type) for the run summaries."""
         runlog.init(db=backend.url)
         found = backend.indexes()
         assert sorted(found) == [
@@ -202,13 +203,14 @@ class TestSchema:
             ("parent_run_id",),
             ("parent_run_id", "event_type"),
             ("run_id",),
+            ("run_id", "event_type"),
             ("timestamp",),
         ]
 
     def test_schema_version_is_recorded(self, backend: Backend) -> None:
         """The number of migrations applied is recorded in the database."""
         runlog.init(db=backend.url)
-        assert backend.schema_version() == 2
+        assert backend.schema_version() == 3
 
     def test_reopening_keeps_rows_and_schema(self, backend: Backend) -> None:
         """A second process opening an existing database keeps its rows."""
@@ -232,7 +234,7 @@ class TestSchema:
             finish(proc)
         started = backend.of_type("process.started")
         assert len(started) == 8 and all(r["id"] == r["run_id"] for r in started)
-        assert backend.schema_version() == 2
+        assert backend.schema_version() == 3
 
 
 class TestRuns:
@@ -342,6 +344,21 @@ class TestPayload:
         after = Reader(store).events(after_id=first[0].id, event_type="b")
         assert [e.payload["i"] for e in after] == [2, 4]
         assert [e.id for e in Reader(store).events()] == [r["id"] for r in backend.rows()]
+
+    def test_payload_filters_compare_as_text(self, backend: Backend) -> None:
+        """A payload filter matches numbers, strings and booleans by their text, alike."""
+        runlog.init(db=backend.url)
+        for value in (7, "7", True, False, 7.5, None):
+            runlog.log_event("v.logged", {"v": value})
+        runlog.flush()
+        reader = Reader(get_runtime().store)
+
+        def found(text: str) -> list[object]:
+            return [e.payload["v"] for e in reader.events(payload={"v": text})]
+
+        assert found("7") == [7, "7"]
+        assert (found("true"), found("false"), found("7.5")) == ([True], [False], [7.5])
+        assert reader.count(event_type="v.logged", payload={"v": 7}) == 2
 
 
 class TestWriting:

@@ -300,6 +300,7 @@ class TestDemoTwice:
         assert "gpt-4o-mini" in out.split("=== runlog stats ===")[1]
         assert re.search(r"^current_good_rev\(\)\s+2$", out, re.MULTILINE)
         assert re.search(r"^supervisor runs recorded\s+2$", out, re.MULTILINE)
+        assert out.rstrip().splitlines()[-1].endswith(f"runlog ui --db {demos.db}")
 
 
 def workers_started(db: Path) -> int:

@@ -64,10 +64,10 @@ class TestSchema:
         conn.close()
         runlog.init(db=str(db_path))
         conn = sqlite3.connect(db_path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         conn.close()
-        assert "events_parent_run_id_event_type" in names
+        assert {"events_parent_run_id_event_type", "events_run_id_event_type"} <= names
         assert [r["id"] for r in rows(db_path)] == [1, 2]
 
     def test_wal_journal(self, db_path: Path) -> None:

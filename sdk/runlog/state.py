@@ -92,7 +92,7 @@ def worker_instance_seq(supervisor_run_id: int | None = None) -> int:
     parent = _this_run() if supervisor_run_id is None else supervisor_run_id
     if parent is None:
         return 0
-    return count_events("process.started", parent_run_id=parent, role="worker")
+    return int(_read("the workers' count", lambda r: worker_seq_of(r, parent)))
 
 
 def next_worker_instance_seq(supervisor_run_id: int | None = None) -> int:
@@ -115,8 +115,21 @@ def next_worker_instance_seq(supervisor_run_id: int | None = None) -> int:
 
 def current_good_rev() -> Any | None:
     """The ``revision`` of the most recent ``revision.promoted`` event, or None."""
-    payload = latest_payload("revision.promoted")
-    return None if payload is None else payload.get("revision")
+    return _read("the latest revision.promoted", good_rev_of)
+
+
+# The definitions themselves, over any reader: `runlog ui` shows the same derived state.
+def worker_seq_of(reader: Reader, supervisor_run_id: int) -> int:
+    """:func:`worker_instance_seq` of ``supervisor_run_id``, read through ``reader``."""
+    return reader.count(
+        event_type="process.started", parent_run_id=supervisor_run_id, payload={"role": "worker"}
+    )
+
+
+def good_rev_of(reader: Reader, run_id: int | None = None) -> Any | None:
+    """:func:`current_good_rev` through ``reader`` (only ``run_id``'s promotions if given)."""
+    event = reader.latest("revision.promoted", run_id=run_id)
+    return None if event is None else event.payload.get("revision")
 
 
 def count_events(

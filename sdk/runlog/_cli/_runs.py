@@ -1,9 +1,11 @@
 """Run summaries: the process tree that ``tree`` draws and ``show`` heads its table with.
 
-Everything comes from a handful of queries, whatever the size of the table: the count of
-events per run and type (one ``GROUP BY``), the ``process.started`` and
-``process.exited`` rows, the failures (``status: "error"``) per run and type, and the
-``llm_call`` events of the runs shown (for their tokens).
+Everything comes from a handful of queries, whatever the size of the table: the run ids,
+the ``process.started`` and ``process.exited`` rows (the :class:`RunIndex`: enough to
+draw, filter and page the tree), then for the runs shown only, the count of events per
+run and type (one ``GROUP BY``), the failures (``status: "error"``) per run and type,
+and the sums of the tokens of their LLM calls.  ``runlog tree`` and ``runlog ui`` read
+runs through here.
 
 * A run's parent is its ``process.started`` row's ``parent_run_id``.  A run whose
   parent is not in the database (started by a process that logs elsewhere) is drawn as
@@ -11,7 +13,8 @@ events per run and type (one ``GROUP BY``), the ``process.started`` and
   ``log_event(..., run_id=...)`` form, which has no ``process.started``.
 * spans: ``<name>.started`` events; span failures: ``<name>.failed`` events and any
   other event whose payload says ``status: "error"`` (a ``@traced_event`` call that
-  raised); a ``cancelled`` span is not a failure.
+  raised; a span's own ``.started``/``.completed`` events are not read for it); a
+  ``cancelled`` span is not a failure.
 * LLM calls: ``llm_call.completed`` and ``llm_call.failed``; tokens are the sums over
   completed calls.
 """
@@ -81,46 +84,87 @@ class RunSummary:
 
 
 @dataclass
-class _Facts:
-    """What the summaries need beyond the per-run counts, for the runs shown."""
+class RunIndex:
+    """Every run's identity, exit and parent, from the queries that stay cheap on a big
+    table (the distinct run ids, the ``process.started`` and ``process.exited`` rows):
+    enough to draw, filter and page the tree before counting anything per run."""
 
+    starts: dict[int, Event]
     exits: dict[int, Event]
+    parents: dict[int, int | None]
+    kids: dict[int, list[int]]
+
+    @classmethod
+    def load(cls, reader: Reader) -> RunIndex:
+        starts: dict[int, Event] = {}
+        for event in reader.events(event_type="process.started"):
+            starts.setdefault(event.run_id, event)
+        exits = {e.run_id: e for e in reader.events(event_type="process.exited")}
+        parents = {rid: _parent(reader, rid, starts) for rid in reader.run_ids()}
+        kids: dict[int, list[int]] = {}
+        for rid in sorted(parents):
+            up = parents[rid]
+            if up is not None:
+                kids.setdefault(up, []).append(rid)
+        return cls(starts, exits, parents, kids)
+
+    def roots(self) -> list[int]:
+        """The runs drawn at the top: no parent, or a parent not in the database."""
+        return [rid for rid in sorted(self.parents) if self.parents[rid] not in self.parents]
+
+    def walk(self, tops: list[int]) -> list[tuple[int, int | None]]:
+        """(run, parent in the drawing) depth first from ``tops``, each run once."""
+        return _walk(tops, self.kids)
+
+
+@dataclass
+class _Facts:
+    """What the summaries need beyond identity and exit, for the runs shown."""
+
+    counts: dict[int, dict[str, int]]
     errors: dict[int, dict[str, int]]
-    llm: dict[int, list[Event]]
+    tokens: dict[int, dict[str, float]]
 
     @classmethod
     def load(cls, reader: Reader, run_ids: Collection[int] | None) -> _Facts:
-        exits = {e.run_id: e for e in reader.events_of_runs(run_ids, event_type="process.exited")}
-        llm: dict[int, list[Event]] = {}
-        for event in reader.events_of_runs(run_ids, event_type=LLM_TYPES):
-            llm.setdefault(event.run_id, []).append(event)
-        errors = reader.tally_runs(run_ids, payload={"status": "error"})
-        return cls(exits, errors, llm)
+        counts = reader.tally_runs(run_ids)
+        # Only event types that can be a failure by their payload alone: a span's own
+        # start and end are judged by its ``.failed`` event, so their payloads are not read.
+        judged = {t for types in counts.values() for t in types if _judged_by_payload(t)}
+        errors = reader.tally_runs(run_ids, payload={"status": "error"}, event_type=sorted(judged))
+        tokens = reader.sums(_TOKENS, run_ids, event_type="llm_call.completed")
+        return cls(counts, errors, tokens)
+
+
+_TOKENS = ("input_tokens", "output_tokens")
+
+
+def _judged_by_payload(event_type: str) -> bool:
+    if event_type in LLM_TYPES or event_type.startswith("process."):
+        return False
+    return not event_type.endswith((".started", ".completed", ".failed"))
 
 
 def load_tree(reader: Reader, root: int | None = None, last: int | None = None) -> list[RunSummary]:
     """The tree under run ``root``, or under every root run (only the ``last`` N if given)."""
-    counts = reader.tally_runs()
-    starts: dict[int, Event] = {}
-    for event in reader.events(event_type="process.started"):
-        starts.setdefault(event.run_id, event)
-    parents = {rid: _parent(reader, rid, starts) for rid in counts}
-    kids: dict[int, list[int]] = {}
-    for rid in sorted(counts):
-        up = parents[rid]
-        if up is not None:
-            kids.setdefault(up, []).append(rid)
-    if root is not None and root not in counts:
+    index = RunIndex.load(reader)
+    if root is not None and root not in index.parents:
         raise CLIError(f"no run {root} in {reader.store.url}")
-    walk = _walk([root] if root is not None else _tops(parents, last), kids)
-    shown = None if len(walk) == len(counts) else [rid for rid, _ in walk]
+    return summarize(reader, index, [root] if root is not None else _tops(index.parents, last))
+
+
+def summarize(reader: Reader, index: RunIndex, tops: list[int]) -> list[RunSummary]:
+    """The summaries of the trees under ``tops``, each run once: the roots, children inside."""
+    walk = index.walk(tops)
+    shown = None if len(walk) == len(index.parents) else [rid for rid, _ in walk]
     facts = _Facts.load(reader, shown)
-    nodes = {rid: _summary(reader, rid, parents[rid], starts, counts, facts) for rid, _ in walk}
+    nodes = {rid: _summary(reader, rid, index, facts) for rid, _ in walk}
     for rid, up in walk:
+        parent = index.parents[rid]
         if up is not None:
             nodes[up].children.append(nodes[rid])
-        elif parents[rid] is not None and parents[rid] not in counts:
-            nodes[rid].notes.append(f"parent run {parents[rid]} is not in this database")
+        elif parent is not None and parent not in index.parents:
+            nodes[rid].notes.append(f"parent run {parent} is not in this database")
     return [nodes[rid] for rid, up in walk if up is None]
 
 
@@ -154,21 +198,15 @@ def _walk(tops: list[int], kids: dict[int, list[int]]) -> list[tuple[int, int | 
     return out
 
 
-def _summary(
-    reader: Reader,
-    rid: int,
-    parent: int | None,
-    starts: dict[int, Event],
-    counts: dict[int, dict[str, int]],
-    facts: _Facts,
-) -> RunSummary:
-    started = starts.get(rid)
+def _summary(reader: Reader, rid: int, index: RunIndex, facts: _Facts) -> RunSummary:
+    started = index.starts.get(rid)
     identity = started.payload if started else {}
-    exited = facts.exits.get(rid)
-    types = counts[rid]
+    exited = index.exits.get(rid)
+    types = facts.counts.get(rid, {})
+    tokens = facts.tokens.get(rid, {})
     summary = RunSummary(
         run_id=rid,
-        parent_run_id=parent,
+        parent_run_id=index.parents[rid],
         role=identity.get("role"),
         instance_id=identity.get("instance_id"),
         pid=identity.get("pid"),
@@ -183,8 +221,8 @@ def _summary(
         span_failures=_span_failures(types, facts.errors.get(rid, {})),
         llm_calls=sum(types.get(t, 0) for t in LLM_TYPES),
         llm_failures=types.get("llm_call.failed", 0),
-        input_tokens=_tokens(facts.llm.get(rid, []), "input_tokens"),
-        output_tokens=_tokens(facts.llm.get(rid, []), "output_tokens"),
+        input_tokens=int(tokens.get("input_tokens", 0)),
+        output_tokens=int(tokens.get("output_tokens", 0)),
     )
     if started is None:
         summary.notes.append("no process.started: written with an explicit run_id")
@@ -216,17 +254,4 @@ def _span_failures(types: dict[str, int], errors: dict[str, int]) -> int:
     )
 
 
-def _tokens(llm_events: list[Event], key: str) -> int:
-    """The sum of ``key`` over completed calls (nulls and non-numbers left out)."""
-    return sum(
-        int(e.payload[key])
-        for e in llm_events
-        if e.event_type == "llm_call.completed" and _is_number(e.payload.get(key))
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-__all__ = ["LLM_TYPES", "RunSummary", "load_tree"]
+__all__ = ["LLM_TYPES", "RunIndex", "RunSummary", "load_tree", "summarize"]

@@ -48,14 +48,15 @@ def status(run: RunSummary) -> Text:
     style = "red" if run.exit_failed else _STATUS_STYLE.get(run.status, "")
     words = run.status
     if run.exit is not None:
-        words += " " + _exit_words(run.exit)
+        words += " " + exit_words(run.exit)
     if run.duration_ms is not None:
         at_least = "≥ " if run.status in ("lost", "unknown") else ""
         words += f"{_SEP}{at_least}{duration(run.duration_ms)}"
     return Text(words, style=style)
 
 
-def _exit_words(exit: dict[str, object]) -> str:
+def exit_words(exit: dict[str, object]) -> str:
+    """How a run ended in a few words: ``normal``, ``exception ValueError: …``, ``signal …``."""
     reason = str(exit.get("reason", "?"))
     if exit.get("signal"):
         return f"{reason} {exit['signal']}"
@@ -113,4 +114,4 @@ COMMAND = Command(
     run=_run,
 )
 
-__all__ = ["COMMAND", "label", "status"]
+__all__ = ["COMMAND", "exit_words", "label", "status"]

@@ -85,6 +85,10 @@ class Store(Protocol):
         """SQL for the payload's top-level field ``key`` as text (for ``Reader``)."""
         ...
 
+    def json_number(self, key: str) -> str:
+        """SQL for the payload's field ``key`` when it is a JSON number, else NULL."""
+        ...
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (with ``placeholder`` parameters); return all rows."""
         ...

@@ -168,6 +168,12 @@ class PostgresStore:
     def json_text(self, key: str) -> str:
         return f"(payload::jsonb ->> '{key}')"
 
+    def json_number(self, key: str) -> str:
+        return (
+            f"CASE WHEN jsonb_typeof(payload::jsonb -> '{key}') = 'number'"
+            f" THEN (payload::jsonb ->> '{key}')::float8 END"
+        )
+
     def _open(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._conninfo, autocommit=True)
         try:

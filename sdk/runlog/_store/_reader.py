@@ -33,13 +33,23 @@ class Reader:
         parent_run_id: int | None = None,
         payload: Filter | None = None,
         after_id: int = 0,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
     ) -> tuple[str, list[Any]]:
         p = self._p
         clauses: list[str] = []
         params: list[Any] = []
+        for bound, value in ((">=", since), ("<", until)):
+            if value is not None:
+                clauses.append(f"timestamp {bound} {p}")
+                params.append(value)
         if after_id:  # only when asked: "id > 0" can steer SQLite away from an index
             clauses.append(f"id > {p}")
             params.append(after_id)
+        if before_id is not None:
+            clauses.append(f"id < {p}")
+            params.append(before_id)
         if isinstance(event_type, str):
             clauses.append(f"event_type = {p}")
             params.append(event_type)
@@ -52,8 +62,7 @@ class Reader:
                 clauses.append(f"{column} = {p}")
                 params.append(value)
         for key, value in (payload or {}).items():
-            if not (key.isascii() and key.replace("_", "").isalnum()):
-                raise ValueError(f"payload filters take plain field names, got {key!r}")
+            _check_key(key)
             clauses.append(f"{self.store.json_text(key)} = {p}")
             params.append(str(value))
         return " AND ".join(clauses) or "1=1", params
@@ -68,14 +77,24 @@ class Reader:
         after_id: int = 0,
         limit: int | None = None,
         newest_first: bool = False,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
     ) -> list[Event]:
-        """Events matching every filter given, in ``id`` order (or newest first)."""
+        """Events matching every filter given, in ``id`` order (or newest first).
+
+        ``since`` and ``until`` bound ``timestamp`` (Unix ns, ``since <= t < until``);
+        ``after_id`` and ``before_id`` bound ``id`` (a page of a long list).
+        """
         where, params = self._where(
             event_type=event_type,
             run_id=run_id,
             parent_run_id=parent_run_id,
             payload=payload,
             after_id=after_id,
+            since=since,
+            until=until,
+            before_id=before_id,
         )
         sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY id"
         if newest_first:
@@ -91,10 +110,17 @@ class Reader:
         run_id: int | None = None,
         parent_run_id: int | None = None,
         payload: Filter | None = None,
+        since: int | None = None,
+        until: int | None = None,
     ) -> int:
         """How many events match every filter given (payload values compare as text)."""
         where, params = self._where(
-            event_type=event_type, run_id=run_id, parent_run_id=parent_run_id, payload=payload
+            event_type=event_type,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            payload=payload,
+            since=since,
+            until=until,
         )
         ((n,),) = self.store.query(f"SELECT COUNT(*) FROM events WHERE {where}", params)
         return int(n)
@@ -145,10 +171,14 @@ class Reader:
             yield f"run_id IN ({', '.join([self._p] * len(chunk))})", list(chunk)
 
     def tally_runs(
-        self, run_ids: Collection[int] | None = None, *, payload: Filter | None = None
+        self,
+        run_ids: Collection[int] | None = None,
+        *,
+        payload: Filter | None = None,
+        event_type: str | Sequence[str] | None = None,
     ) -> dict[int, dict[str, int]]:
-        """Like :meth:`tally`, for some runs only (None: all) and matching ``payload``."""
-        where, params = self._where(payload=payload)
+        """Like :meth:`tally`, for some runs only (None: all), matching the filters."""
+        where, params = self._where(payload=payload, event_type=event_type)
         out: dict[int, dict[str, int]] = {}
         for runs, run_params in self._runs_in(run_ids):
             rows = self.store.query(
@@ -174,6 +204,36 @@ class Reader:
             found += [Event.from_row(row) for row in self.store.query(sql, [*params, *run_params])]
         return sorted(found, key=lambda event: event.id) if run_ids else found
 
+    def run_ids(self) -> list[int]:
+        """Every run id in the table, ascending (from the ``run_id`` index alone)."""
+        return sorted(int(row[0]) for row in self.store.query("SELECT DISTINCT run_id FROM events"))
+
+    def sums(
+        self,
+        keys: Sequence[str],
+        run_ids: Collection[int] | None,
+        *,
+        event_type: str | Sequence[str] | None = None,
+    ) -> dict[int, dict[str, float]]:
+        """Per run, the sums of payload fields ``keys`` where they are JSON numbers.
+
+        Computed by the database, so that a page of runs with thousands of LLM calls
+        does not decode every payload to add up its tokens.
+        """
+        for key in keys:
+            _check_key(key)
+        where, params = self._where(event_type=event_type)
+        columns = ", ".join(f"SUM({self.store.json_number(key)})" for key in keys)
+        out: dict[int, dict[str, float]] = {}
+        for runs, run_params in self._runs_in(run_ids):
+            rows = self.store.query(
+                f"SELECT run_id, {columns} FROM events WHERE {where} AND {runs} GROUP BY run_id",
+                [*params, *run_params],
+            )
+            for run_id, *totals in rows:
+                out[int(run_id)] = {k: float(v or 0) for k, v in zip(keys, totals, strict=True)}
+        return out
+
     def ids_after(self, after_id: int) -> list[int]:
         """Every ``id`` above ``after_id``, ascending: cheap, from the primary key alone.
 
@@ -184,6 +244,12 @@ class Reader:
             f"SELECT id FROM events WHERE id > {self._p} ORDER BY id", [after_id]
         )
         return [int(row[0]) for row in rows]
+
+
+def _check_key(key: str) -> None:
+    """A payload field name goes into SQL text: only plain names are accepted."""
+    if not (key.isascii() and key.replace("_", "").isalnum()):
+        raise ValueError(f"payload filters take plain field names, got {key!r}")
 
 
 __all__ = ["Reader"]

@@ -155,7 +155,19 @@ class SQLiteStore:
             raise ConfigurationError(f"{name!r} is not a runlog database (no events table)")
 
     def json_text(self, key: str) -> str:
-        return f"json_extract(payload, '$.{key}')"
+        # As text, as PostgreSQL's ->> gives it: json_extract gives the number 7 for 7
+        # (not equal to '7') and 1 for true.
+        path = f"payload, '$.{key}'"
+        return (
+            f"CASE json_type({path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
+            f" ELSE CAST(json_extract({path}) AS TEXT) END"
+        )
+
+    def json_number(self, key: str) -> str:
+        return (
+            f"CASE WHEN json_type(payload, '$.{key}') IN ('integer', 'real')"
+            f" THEN json_extract(payload, '$.{key}') END"
+        )
 
     def _connect(self) -> sqlite3.Connection:
         # mode=rw: never silently create a new, empty file after the first one vanished.
