@@ -21,7 +21,7 @@ private and may change in any release.
 
 from __future__ import annotations
 
-from . import state
+from . import patching, state
 from ._errors import (
     ConfigurationError,
     RunlogError,
@@ -54,6 +54,7 @@ __all__ = [
     "instrument_openai",
     "llm_call",
     "log_event",
+    "patching",
     "report_internal_error",
     "span",
     "state",

@@ -26,6 +26,8 @@ from typing import Any
 from . import _tokens
 from ._span import EventNames, Span, check_fields
 
+_BREAKDOWN = ("cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens")
+"""Token numbers beside input/output, logged as the provider reports them (see ``record``)."""
 _NAMES = EventNames(None, "llm_call.completed", "llm_call.failed", duration_key="latency_ms")
 _OWN = frozenset(
     {
@@ -39,6 +41,8 @@ _OWN = frozenset(
         "latency_ms",
         "status_code",
         "counted",
+        "provider",
+        *_BREAKDOWN,
     }
 )
 
@@ -47,6 +51,7 @@ class LLMCall:
     """One call to a language model, from request to last byte (see the module docstring)."""
 
     __slots__ = (
+        "_breakdown",
         "_input_tokens",
         "_messages",
         "_output_tokens",
@@ -66,22 +71,28 @@ class LLMCall:
         prompt: _tokens.Prompt = None,
         operation: str = "chat",
         stream: bool = False,
+        provider: str | None = None,
         **fields: Any,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"runlog.llm_call() needs the model name as a str, got {model!r}")
         if not isinstance(operation, str) or not operation:
             raise TypeError(f"runlog.llm_call(operation=...) must be a str, got {operation!r}")
+        if provider is not None and (not isinstance(provider, str) or not provider):
+            raise TypeError(f"runlog.llm_call(provider=...) must be a str, got {provider!r}")
         _check_user_fields(fields, "runlog.llm_call()")
         self.model = model
         self._messages = list(messages) if messages is not None else None
         self._prompt = prompt
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
+        self._breakdown: dict[str, int] = {}
         self._text: list[str] | None = None
         self._ttft_ms: float | None = None
         self._token: Any = None
-        base = {"model_name": model, "operation": operation, "stream": bool(stream)}
+        base: dict[str, Any] = {"model_name": model, "operation": operation, "stream": bool(stream)}
+        if provider is not None:
+            base["provider"] = provider
         self._span = Span(_NAMES, {**base, **fields})
 
     # -- what the caller tells us ----------------------------------------------------
@@ -90,17 +101,34 @@ class LLMCall:
         *,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_input_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         text: str | None = None,
         finish_reason: str | None = None,
         response_model: str | None = None,
         request_id: str | None = None,
         **fields: Any,
     ) -> None:
-        """Record what the response said; ``text`` is appended (call it once per chunk)."""
+        """Record what the response said; ``text`` is appended (call it once per chunk).
+
+        The breakdown is logged as the provider defines it: OpenAI's
+        ``cached_input_tokens`` are part of ``input_tokens`` and its
+        ``reasoning_tokens`` part of ``output_tokens``; Anthropic's cache reads
+        (``cached_input_tokens``) and writes (``cache_write_input_tokens``) come in
+        addition to ``input_tokens``.  Cost follows the same rule (``provider=``).
+        """
         if input_tokens is not None:
             self._input_tokens = _count_arg("input_tokens", input_tokens)
         if output_tokens is not None:
             self._output_tokens = _count_arg("output_tokens", output_tokens)
+        for name, number in (
+            ("cached_input_tokens", cached_input_tokens),
+            ("cache_write_input_tokens", cache_write_input_tokens),
+            ("reasoning_tokens", reasoning_tokens),
+        ):
+            if number is not None:
+                self._breakdown[name] = _count_arg(name, number)
         if text is not None:
             if self._text is None:
                 self._text = []
@@ -153,6 +181,7 @@ class LLMCall:
             outcome["time_to_first_token_ms"] = self._ttft_ms
         if exc is None:
             outcome.update(self._token_fields())
+            outcome.update(self._breakdown)
         else:
             outcome["input_tokens"] = self._input_count()[0]
             status = getattr(exc, "status_code", None)
@@ -253,6 +282,7 @@ def llm_call(
     prompt: _tokens.Prompt = None,
     operation: str = "chat",
     stream: bool = False,
+    provider: str | None = None,
     **fields: Any,
 ) -> LLMCall:
     """Time one model call and log ``llm_call.completed`` (or ``.failed``) when it ends.
@@ -268,7 +298,13 @@ def llm_call(
     ``call.first_token()`` on the first chunk and ``call.record(text=delta)`` per chunk.
     """
     return LLMCall(
-        model, messages=messages, prompt=prompt, operation=operation, stream=stream, **fields
+        model,
+        messages=messages,
+        prompt=prompt,
+        operation=operation,
+        stream=stream,
+        provider=provider,
+        **fields,
     )
 
 
