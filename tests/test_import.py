@@ -8,7 +8,17 @@ import runlog
 
 from support import python
 
-HEAVY = ["openai", "tiktoken", "psycopg", "rich", "httpx", "opentelemetry"]
+HEAVY = [
+    "openai",
+    "anthropic",
+    "tiktoken",
+    "psycopg",
+    "rich",
+    "httpx",
+    "opentelemetry",
+    "genai_prices",
+    "pydantic",
+]
 
 
 class TestImport:

@@ -28,7 +28,12 @@ from ._errors import (
     StoreUnavailableError,
     report_internal_error,
 )
-from ._instrument import instrument_openai, uninstrument_openai
+from ._instrument import (
+    instrument_anthropic,
+    instrument_openai,
+    uninstrument_anthropic,
+    uninstrument_openai,
+)
 from ._llm import LLMCall, llm_call
 from ._log import flush, log_event
 from ._runs import child_env, current_run_id, init
@@ -51,6 +56,7 @@ __all__ = [
     "current_span_id",
     "flush",
     "init",
+    "instrument_anthropic",
     "instrument_openai",
     "llm_call",
     "log_event",
@@ -59,5 +65,6 @@ __all__ = [
     "span",
     "state",
     "traced_event",
+    "uninstrument_anthropic",
     "uninstrument_openai",
 ]

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from . import _tokens
+from . import _prices, _tokens
+from ._errors import report_internal_error
 from ._span import EventNames, Span, check_fields
 
 _BREAKDOWN = ("cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens")
@@ -42,6 +43,9 @@ _OWN = frozenset(
         "status_code",
         "counted",
         "provider",
+        "cost_usd",
+        "cost_source",
+        "cost_estimated",
         *_BREAKDOWN,
     }
 )
@@ -52,10 +56,12 @@ class LLMCall:
 
     __slots__ = (
         "_breakdown",
+        "_cost_usd",
         "_input_tokens",
         "_messages",
         "_output_tokens",
         "_prompt",
+        "_provider",
         "_span",
         "_text",
         "_token",
@@ -87,6 +93,8 @@ class LLMCall:
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
         self._breakdown: dict[str, int] = {}
+        self._cost_usd: float | None = None
+        self._provider = provider
         self._text: list[str] | None = None
         self._ttft_ms: float | None = None
         self._token: Any = None
@@ -108,6 +116,7 @@ class LLMCall:
         finish_reason: str | None = None,
         response_model: str | None = None,
         request_id: str | None = None,
+        cost_usd: float | None = None,
         **fields: Any,
     ) -> None:
         """Record what the response said; ``text`` is appended (call it once per chunk).
@@ -117,6 +126,8 @@ class LLMCall:
         ``reasoning_tokens`` part of ``output_tokens``; Anthropic's cache reads
         (``cached_input_tokens``) and writes (``cache_write_input_tokens``) come in
         addition to ``input_tokens``.  Cost follows the same rule (``provider=``).
+        ``cost_usd`` is a price the provider reported for the call (``cost_source:
+        "provider"``); without it runlog prices the tokens with ``genai-prices``.
         """
         if input_tokens is not None:
             self._input_tokens = _count_arg("input_tokens", input_tokens)
@@ -129,6 +140,8 @@ class LLMCall:
         ):
             if number is not None:
                 self._breakdown[name] = _count_arg(name, number)
+        if cost_usd is not None:
+            self._cost_usd = _cost_arg(cost_usd)
         if text is not None:
             if self._text is None:
                 self._text = []
@@ -180,8 +193,10 @@ class LLMCall:
         if self._ttft_ms is not None:
             outcome["time_to_first_token_ms"] = self._ttft_ms
         if exc is None:
-            outcome.update(self._token_fields())
+            tokens = self._token_fields()
+            outcome.update(tokens)
             outcome.update(self._breakdown)
+            outcome.update(self._cost_fields(tokens))
         else:
             outcome["input_tokens"] = self._input_count()[0]
             status = getattr(exc, "status_code", None)
@@ -226,6 +241,19 @@ class LLMCall:
             fields["token_source"] = "usage" if sources else "unavailable"
         return fields
 
+    def _cost_fields(self, tokens: dict[str, Any]) -> dict[str, Any]:
+        """What the call cost (see :mod:`runlog._prices`); never raises."""
+        if self._cost_usd is not None:
+            return {"cost_usd": self._cost_usd, "cost_source": _prices.PROVIDER}
+        try:
+            counts = {**tokens, **self._breakdown}
+            models = (self._span.fields.get("response_model"), self.model)
+            estimated = tokens.get("token_source") == "tiktoken"
+            return _prices.cost_fields(self._provider, models, counts, estimated)
+        except Exception as exc:
+            report_internal_error("pricing an LLM call", exc)
+            return {"cost_usd": None, "cost_source": _prices.UNPRICED}
+
     # -- context manager -----------------------------------------------------------------
     def __enter__(self) -> LLMCall:
         self._token = self._span.activate()
@@ -263,6 +291,12 @@ def _count_arg(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise TypeError(f"LLMCall.record({name}=...) must be a non-negative int, got {value!r}")
     return value
+
+
+def _cost_arg(value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise TypeError(f"LLMCall.record(cost_usd=...) must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_user_fields(fields: Mapping[str, Any], where: str) -> None:

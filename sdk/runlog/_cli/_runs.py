@@ -13,7 +13,8 @@ events per run and type (one ``GROUP BY``), the ``process.started`` and
   other event whose payload says ``status: "error"`` (a ``@traced_event`` call that
   raised); a ``cancelled`` span is not a failure.
 * LLM calls: ``llm_call.completed`` and ``llm_call.failed``; tokens are the sums over
-  completed calls.
+  completed calls, and so is cost (as ``llm_call.repriced`` last set it), for the run
+  itself and summed over its subtree (the run and every run below it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import _spend
 from .._store import Event, Reader
 from ._db import CLIError
 from ._liveness import liveness
@@ -57,6 +59,10 @@ class RunSummary:
     llm_failures: int
     input_tokens: int
     output_tokens: int
+    cost: _spend.Cost = field(default_factory=_spend.Cost)
+    """The run's own completed calls."""
+    subtree_cost: _spend.Cost = field(default_factory=_spend.Cost)
+    """The run's and every run's below it (in the drawing)."""
     notes: list[str] = field(default_factory=list)
     children: list[RunSummary] = field(default_factory=list)
 
@@ -92,7 +98,7 @@ class _Facts:
     def load(cls, reader: Reader, run_ids: Collection[int] | None) -> _Facts:
         exits = {e.run_id: e for e in reader.events_of_runs(run_ids, event_type="process.exited")}
         llm: dict[int, list[Event]] = {}
-        for event in reader.events_of_runs(run_ids, event_type=LLM_TYPES):
+        for event in reader.events_of_runs(run_ids, event_type=(*LLM_TYPES, _spend.REPRICED)):
             llm.setdefault(event.run_id, []).append(event)
         errors = reader.tally_runs(run_ids, payload={"status": "error"})
         return cls(exits, errors, llm)
@@ -121,7 +127,26 @@ def load_tree(reader: Reader, root: int | None = None, last: int | None = None) 
             nodes[up].children.append(nodes[rid])
         elif parents[rid] is not None and parents[rid] not in counts:
             nodes[rid].notes.append(f"parent run {parents[rid]} is not in this database")
-    return [nodes[rid] for rid, up in walk if up is None]
+    roots = [nodes[rid] for rid, up in walk if up is None]
+    for top in roots:
+        _sum_subtree(top)
+    return roots
+
+
+def _sum_subtree(run: RunSummary) -> _spend.Cost:
+    """Fill in ``subtree_cost`` of ``run`` and the runs below it (iteratively: deep trees)."""
+    order: list[RunSummary] = []
+    stack = [run]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    for node in reversed(order):  # children before their parents
+        node.subtree_cost = _spend.Cost()
+        node.subtree_cost += node.cost
+        for child in node.children:
+            node.subtree_cost += child.subtree_cost
+    return run.subtree_cost
 
 
 def _parent(reader: Reader, run_id: int, starts: dict[int, Event]) -> int | None:
@@ -185,6 +210,7 @@ def _summary(
         llm_failures=types.get("llm_call.failed", 0),
         input_tokens=_tokens(facts.llm.get(rid, []), "input_tokens"),
         output_tokens=_tokens(facts.llm.get(rid, []), "output_tokens"),
+        cost=_spend.total(facts.llm.get(rid, [])),
     )
     if started is None:
         summary.notes.append("no process.started: written with an explicit run_id")
