@@ -145,9 +145,12 @@ def _chat_usage(behaviour: Behaviour) -> dict[str, Any]:
         "prompt_tokens": behaviour.input_tokens,
         "completion_tokens": behaviour.output_tokens,
         "total_tokens": behaviour.input_tokens + behaviour.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": behaviour.cached_input_tokens,
+            "audio_tokens": 0,
+        },
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": behaviour.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -336,9 +339,12 @@ def _response_usage(behaviour: Behaviour) -> dict[str, Any]:
     """Responses usage: input/output tokens and their detail objects."""
     return {
         "input_tokens": behaviour.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": behaviour.cached_input_tokens,
+            "cache_write_tokens": 0,
+        },
         "output_tokens": behaviour.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": behaviour.reasoning_tokens},
         "total_tokens": behaviour.input_tokens + behaviour.output_tokens,
     }
 
