@@ -20,8 +20,11 @@ this base (``openai`` 1.x-3.x, ``anthropic``):
   responses get the same proxy as their ``http_response``, so the stream they parse
   later is covered too.
 
-A stream nobody closes ends when its HTTP response is garbage-collected
-(``weakref.finalize``).  The finalizer may run inside a garbage collection, on any
+A stream nobody closes ends when it, or its HTTP response, is garbage-collected
+(``weakref.finalize`` on both: openai's stream holds its generator in a cycle, so the
+collector frees both together; anthropic's generator runs on a copy of the stream, so
+the stream is freed at once while the response lives on in a generator that asyncio
+closes later).  The finalizer may run inside a garbage collection, on any
 thread, maybe while that thread holds a lock of runlog's writer, so it only queues the
 call (``SimpleQueue.put`` is safe there) for a daemon thread, the reaper, which logs
 it in the context the request was made in.
@@ -29,6 +32,7 @@ it in the context the request was made in.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import gc
 import os
@@ -73,15 +77,23 @@ def track(response: Any, tracker: Tracker) -> Any:
     """``response`` as a :class:`TrackedResponse` whose collection ends the call."""
     if isinstance(response, TrackedResponse):
         return response
-    tracker.context = contextvars.copy_context()
-    tracker.finalizer = weakref.finalize(response, _reaper.abandoned, tracker)
-    _reaper.start()
+    _watch(response, tracker)
     return TrackedResponse(response, tracker)
+
+
+def _watch(obj: Any, tracker: Tracker) -> None:
+    """End the call as abandoned when ``obj`` is collected first."""
+    if tracker.context is None:
+        tracker.context = contextvars.copy_context()
+    tracker.finalizers.append(weakref.finalize(obj, _reaper.abandoned, tracker))
+    _reaper.start()
 
 
 def instrument(stream: Any, tracker: Tracker) -> None:
     """Observe ``stream`` in place (see the module docstring)."""
     stream.response = track(stream.response, tracker)
+    with contextlib.suppress(TypeError):  # no weak references to it: its response will do
+        _watch(stream, tracker)
     source = getattr(stream, "_iterator", None)
     if source is None:  # not a Stream as we know it: the call ends at close or collection
         return
@@ -94,7 +106,7 @@ def instrument(stream: Any, tracker: Tracker) -> None:
 def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
     """Every item of ``source``, but those the tracker hides; the call ends with the stream.
 
-    A stream that is garbage-collected half-way is left to its response's finalizer.
+    A stream that is garbage-collected half-way is left to the finalizers (see above).
     """
     take = tracker.take
     while True:
@@ -155,7 +167,7 @@ class _Reaper:
                 self._thread.start()
 
     def abandoned(self, tracker: Tracker) -> None:
-        """The finalizer of a stream's response: queue its call (reentrant-safe).
+        """The finalizer of a stream or its response: queue its call (reentrant-safe).
 
         The call is marked at once, so that the stream's own clean-up in the same
         collection (its generators close the response) leaves the ending to us.  With

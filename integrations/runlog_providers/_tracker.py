@@ -53,7 +53,7 @@ class Tracker:
         "capture",
         "context",
         "endpoint",
-        "finalizer",
+        "finalizers",
         "hide",
         "phase",
         "provider",
@@ -84,7 +84,8 @@ class Tracker:
         self.phase = Phase.SENT
         self.request_id: str | None = None
         self.context: contextvars.Context | None = None
-        self.finalizer: weakref.finalize[Any, Any] | None = None
+        self.finalizers: list[weakref.finalize[Any, Any]] = []
+        """Of the stream and its response: whichever is collected first ends the call."""
 
     def report(self, context: str, exc: BaseException, *, reraise: bool = True) -> None:
         """Report a fault of ours, naming the provider."""
@@ -260,8 +261,8 @@ class Tracker:
         )
 
     def _detach(self) -> None:
-        if self.finalizer is not None:
-            self.finalizer.detach()
+        for finalizer in self.finalizers:
+            finalizer.detach()
 
     def _note_request_id(self, obj: Any) -> None:
         if self.request_id is None:
