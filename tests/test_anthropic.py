@@ -547,3 +547,18 @@ def test_openai_models_are_unaffected() -> None:
         client.close()
     assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
     assert reply.usage.prompt_tokens_details.cached_tokens == 0
+
+
+def test_a_price_in_the_reply_is_the_providers() -> None:
+    """An OpenAI-compatible reply whose usage carries ``cost`` is logged with that price."""
+    with StandInServer(cost=0.0125) as standin:
+        gpt = openai.OpenAI(base_url=standin.base_url, api_key="k", max_retries=0)
+        runlog.instrument_openai()
+        try:
+            with capture() as captured:
+                gpt.chat.completions.create(model="some/routed-model", messages=MESSAGES)
+        finally:
+            runlog.uninstrument_openai()
+            gpt.close()
+    ((_, logged),) = calls(captured)
+    assert (logged["cost_usd"], logged["cost_source"]) == (0.0125, "provider")

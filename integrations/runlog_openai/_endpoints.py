@@ -27,6 +27,7 @@ def _chat_usage(reply: Reply, usage: object) -> None:
     reply.detail("cached_input_tokens", _get(_get(usage, "prompt_tokens_details"), "cached_tokens"))
     details = _get(usage, "completion_tokens_details")
     reply.detail("reasoning_tokens", _get(details, "reasoning_tokens"))
+    reply.price(_get(usage, "cost"))  # OpenAI-compatible providers that report a price
 
 
 def _responses_usage(reply: Reply, usage: object) -> None:

@@ -30,6 +30,7 @@ class Reply:
     __slots__ = (
         "cache_write_input_tokens",
         "cached_input_tokens",
+        "cost_usd",
         "finish_reason",
         "input_tokens",
         "keep_text",
@@ -49,6 +50,8 @@ class Reply:
         self.cached_input_tokens: int | None = None
         self.cache_write_input_tokens: int | None = None
         self.reasoning_tokens: int | None = None
+        self.cost_usd: float | None = None
+        """A price the provider put in its reply (OpenRouter-style ``usage.cost``)."""
         self.finish_reason: str | None = None
         self.response_model: str | None = None
         self.text: list[str] = []
@@ -84,6 +87,11 @@ class Reply:
         found = count(value)
         if found is not None:
             setattr(self, name, found)
+
+    def price(self, value: object) -> None:
+        """Take a cost in USD the provider reported, if it is a non-negative number."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            self.cost_usd = float(value)
 
     def finish(self, reason: object) -> None:
         """Keep the first finish reason given."""

@@ -254,6 +254,7 @@ class Tracker:
             cached_input_tokens=reply.cached_input_tokens,
             cache_write_input_tokens=reply.cache_write_input_tokens,
             reasoning_tokens=reply.reasoning_tokens,
+            cost_usd=reply.cost_usd,
             text="".join(reply.text) if count_text else None,
             finish_reason=reply.finish_reason,
             response_model=reply.response_model,

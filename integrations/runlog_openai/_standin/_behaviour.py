@@ -65,6 +65,7 @@ class Behaviour:
     )
     cache_write_tokens: int = _field(0, "usage: Anthropic cache_creation_input_tokens")
     reasoning_tokens: int = _field(0, "usage: OpenAI reasoning tokens (part of output)")
+    cost: float | None = _field(None, "chat usage: a price in USD, as some compatible APIs send")
     thinking: str = _field(
         "Let me think about that.", "Anthropic: the thinking block when a request enables it"
     )

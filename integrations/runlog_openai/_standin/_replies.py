@@ -141,6 +141,11 @@ def _format_schema(fmt: object) -> Mapping[str, Any] | None:
 
 def _chat_usage(behaviour: Behaviour) -> dict[str, Any]:
     """Chat and completions usage, with the detail objects the API includes."""
+    usage = _openai_usage(behaviour)
+    return usage if behaviour.cost is None else {**usage, "cost": behaviour.cost}
+
+
+def _openai_usage(behaviour: Behaviour) -> dict[str, Any]:
     return {
         "prompt_tokens": behaviour.input_tokens,
         "completion_tokens": behaviour.output_tokens,
