@@ -109,9 +109,10 @@ def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
     A stream that is garbage-collected half-way is left to the finalizers (see above).
     """
     take = tracker.take
+    streaming, reading = Phase.STREAMING, Phase.READING  # locals: the per-chunk path
     while True:
-        if tracker.phase is Phase.STREAMING:  # the stream closes its response at its end
-            tracker.phase = Phase.READING
+        if tracker.phase is streaming:  # the stream closes its response at its end
+            tracker.phase = reading
         try:
             item = next(source)
         except StopIteration:
@@ -120,8 +121,8 @@ def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
         except BaseException as exc:
             tracker.failed(exc)
             raise
-        if tracker.phase is Phase.READING:
-            tracker.phase = Phase.STREAMING
+        if tracker.phase is reading:
+            tracker.phase = streaming
         if take(item):
             yield item
 
@@ -129,9 +130,10 @@ def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
 async def _observe_async(source: AsyncIterator[Any], tracker: Tracker) -> AsyncIterator[Any]:
     """The ``async`` twin of :func:`_observe`; only the ``await`` differs."""
     take = tracker.take
+    streaming, reading = Phase.STREAMING, Phase.READING
     while True:
-        if tracker.phase is Phase.STREAMING:
-            tracker.phase = Phase.READING
+        if tracker.phase is streaming:
+            tracker.phase = reading
         try:
             item = await source.__anext__()
         except StopAsyncIteration:
@@ -140,8 +142,8 @@ async def _observe_async(source: AsyncIterator[Any], tracker: Tracker) -> AsyncI
         except BaseException as exc:
             tracker.failed(exc)
             raise
-        if tracker.phase is Phase.READING:
-            tracker.phase = Phase.STREAMING
+        if tracker.phase is reading:
+            tracker.phase = streaming
         if take(item):
             yield item
 
