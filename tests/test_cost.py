@@ -352,3 +352,15 @@ class TestReprice:
         haiku_row = next(r for r in json.loads(out) if r["model"] == "claude-haiku-4-5")
         assert haiku_row["cost_usd"] == pytest.approx(HAIKU, abs=1e-9)
         assert haiku_row["calls"] == 1
+
+    def test_reprice_on_postgresql(self, cli: Run, pg_url: str) -> None:
+        """The same on PostgreSQL: two repriced calls, then nothing; stats use the new cost."""
+        python(OLD_TABLE, None, RUNLOG_DB=pg_url)
+        code, out, err = cli("reprice", "--db", pg_url, "--json")
+        assert code == 0, err
+        assert [p["model_name"] for p in json.loads(out)] == ["gpt-4o-mini", "claude-haiku-4-5"]
+        assert json.loads(cli("reprice", "--db", pg_url, "--json")[1]) == []
+        code, out, _ = cli("stats", "--db", pg_url, "--json")
+        by_model = {row["model"]: row for row in json.loads(out)}
+        assert by_model["claude-haiku-4-5"]["cost_usd"] == pytest.approx(HAIKU, abs=1e-9)
+        assert by_model["gpt-4o-mini"]["cost_usd"] == pytest.approx(0.15 + 0.6 + 1.0, abs=1e-9)
