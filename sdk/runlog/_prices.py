@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 INPUT_EXCLUDES_CACHE = frozenset({"anthropic"})
 """Providers whose ``input_tokens`` leave out cache reads and writes."""
@@ -51,8 +51,7 @@ _rates: dict[int, tuple[Any, _Rates]] = {}
 """id(price set) -> (the price set, kept alive so the id stays its own; its rates)."""
 
 
-@dataclass(frozen=True)
-class Tokens:
+class Tokens(NamedTuple):
     """A call's token numbers, as runlog logs them (see ``LLMCall.record``)."""
 
     input: int
