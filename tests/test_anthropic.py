@@ -3,11 +3,11 @@
 Every test runs against the stand-in server's Messages API on 127.0.0.1, with
 ``Anthropic`` and ``AsyncAnthropic`` (the ``api`` fixture; one coroutine body serves
 both).  The entry points (plain, ``stream=True``, the ``messages.stream()`` helper,
-``with_raw_response``, ``with_streaming_response``) form one matrix with the outcomes
-(completed, closed early, abandoned, error, retried).  Tokens must equal the stand-in's
-usage, and costs the figure computed by hand from the price table's published prices
-for claude-haiku-4-5 (USD per million tokens: 1 input, 0.1 cache read, 1.25 cache
-write, 5 output).
+``with_raw_response`` plain and streamed, ``with_streaming_response``) form one matrix
+with the outcomes (completed, closed early, abandoned, error, retried).  Tokens must
+equal the stand-in's usage, and costs the figure computed by hand from the price
+table's published prices for claude-haiku-4-5 (USD per million tokens: 1 input, 0.1
+cache read, 1.25 cache write, 5 output).
 """
 
 from __future__ import annotations
@@ -94,6 +94,11 @@ async def raw(api: AnthropicApi, kwargs: dict[str, Any]) -> Any:
     return dump(await api.get(response.parse()))
 
 
+async def raw_stream(api: AnthropicApi, kwargs: dict[str, Any]) -> Any:
+    response = await api.get(api.client.messages.with_raw_response.create(**kwargs, stream=True))
+    return [dump(event) for event in await api.drain(await api.get(response.parse()))]
+
+
 async def streaming_response(api: AnthropicApi, kwargs: dict[str, Any]) -> Any:
     made = api.client.messages.with_streaming_response.create(**kwargs, stream=True)
     async with api.opened(made) as response:
@@ -106,6 +111,7 @@ ENTRIES: dict[str, tuple[Entry, bool]] = {
     "stream": (stream, True),
     "helper": (helper, True),
     "raw": (raw, False),
+    "raw_stream": (raw_stream, True),
     "streaming_response": (streaming_response, True),
 }
 STREAMS = [name for name, (_, streamed) in ENTRIES.items() if streamed]
@@ -118,6 +124,9 @@ async def open_stream(api: AnthropicApi, entry: str, kwargs: dict[str, Any]) -> 
     if entry == "helper":
         manager = api.client.messages.stream(**kwargs)
         return await (manager.__aenter__() if api.flavour == "async" else _enter(manager))
+    if entry == "raw_stream":
+        raw = await api.get(api.client.messages.with_raw_response.create(**kwargs, stream=True))
+        return await api.get(raw.parse())
     made = api.client.messages.with_streaming_response.create(**kwargs, stream=True)
     response = await (made.__aenter__() if api.flavour == "async" else _enter(made))
     return await api.get(response.parse())
