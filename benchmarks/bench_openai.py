@@ -145,15 +145,18 @@ def work_chunks(rounds: int) -> dict[str, Any]:
 
     import runlog
     from runlog_openai._endpoints import CHAT
-    from runlog_openai._streams import _observe
-    from runlog_openai._tracker import Tracker
+    from runlog_openai._patch import PROVIDER
+    from runlog_providers._phase import Phase
+    from runlog_providers._streams import _observe
+    from runlog_providers._tracker import Tracker
 
     chunks = [ChatCompletionChunk.model_validate(data) for data in _chunk_data()]
     bare: list[float] = []
     observed: list[float] = []
     for _ in range(rounds):
         call = runlog.llm_call(MODEL, messages=MESSAGES, stream=True)
-        tracker = Tracker(call, CHAT, stream=True, capture=False, hide_usage=False)
+        tracker = Tracker(call, PROVIDER, CHAT, stream=True, capture=False)
+        tracker.phase = Phase.STREAMING  # as after the stream was parsed
         bare.append(_next_each(iter(chunks)))
         observed.append(_next_each(_observe(iter(chunks), tracker)))
         tracker.end("closed")

@@ -12,9 +12,12 @@ working directory; a ``postgresql://`` URL works too).  It is kept between runs:
 the demo twice and the second supervisor reads back the revision the first promoted.
 To start fresh, delete ``runlog.db`` and ``tasks.db`` (the example's task queue).
 
-Offline by default: the supervisor starts a local stand-in for the OpenAI API.  Set
-``OPENAI_API_KEY`` (and optionally ``OPENAI_BASE_URL``, ``OPENAI_MODEL``) to call a real
-endpoint instead.
+Offline by default: the supervisor starts a local stand-in for the OpenAI API (and
+Anthropic's).  Set ``OPENAI_API_KEY`` (and optionally ``OPENAI_BASE_URL``,
+``OPENAI_MODEL``) to call a real endpoint instead.  ``DEMO_PROVIDER=anthropic`` runs
+the workers on Anthropic (``ANTHROPIC_API_KEY``, ``ANTHROPIC_MODEL`` for a real one),
+``DEMO_PROVIDER=mixed`` half of them; ``runlog tree`` and ``runlog stats`` show what
+each run and each model cost.
 
     python examples/demo.py [--no-crash] [more supervisor options, see supervisor.py -h]
 """
@@ -68,9 +71,15 @@ def print_state() -> None:
         "current_good_rev()": runlog.state.current_good_rev(),
         f"worker_instance_seq({last.run_id})": runlog.state.worker_instance_seq(last.run_id),
         "supervisor runs recorded": runlog.state.count_events("process.started", role="supervisor"),
+        f"cost({last.run_id}, subtree=True)": _usd(runlog.state.cost(last.run_id, subtree=True)),
     }
     for label, value in state.items():
         print(f"{label:<28} {value}")
+
+
+def _usd(cost: runlog.state.Cost) -> str:
+    unpriced = f" ({cost.unpriced} calls unpriced)" if cost.unpriced else ""
+    return f"${cost.usd:.6f} over {cost.calls} calls{unpriced}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

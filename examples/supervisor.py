@@ -13,7 +13,11 @@ What it shows of runlog:
 
 Model endpoint: with ``OPENAI_API_KEY`` set, the workers call the OpenAI API (or the
 OpenAI-compatible server ``OPENAI_BASE_URL`` names); without it, the supervisor starts
-runlog's OpenAI stand-in server on 127.0.0.1, so everything works offline.
+runlog's stand-in server on 127.0.0.1, so everything works offline.  ``--provider``
+(default ``$DEMO_PROVIDER``, else ``openai``) picks the workers' provider:
+``anthropic`` (``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``, the stand-in serves
+Anthropic's Messages API too), or ``mixed``: odd workers OpenAI, even ones Anthropic,
+so ``runlog stats`` shows both models and their cost.
 
 Run it from the repository root (``make demo`` runs it through examples/demo.py)::
 
@@ -62,7 +66,9 @@ STANDIN_BEHAVIOUR = {
     "chunk-delay": 0.08,
     "input-tokens": 42,
     "output-tokens": 14,
+    "cached-input-tokens": 16,  # OpenAI: 16 of the 42 cached; Anthropic: 16 cache reads
 }
+KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 def say(message: str) -> None:
@@ -70,11 +76,16 @@ def say(message: str) -> None:
     print(f"supervisor: {message}", flush=True)
 
 
+def providers(choice: str) -> list[str]:
+    """The providers the workers of ``--provider`` use."""
+    return ["openai", "anthropic"] if choice == "mixed" else [choice]
+
+
 @contextmanager
-def llm_endpoint() -> Iterator[tuple[str, dict[str, str]]]:
+def llm_endpoint(choice: str) -> Iterator[tuple[str, dict[str, str]]]:
     """Where the workers send model calls: a description, and the env they need for it."""
-    if os.environ.get("OPENAI_API_KEY"):
-        yield os.environ.get("OPENAI_BASE_URL", "the OpenAI API"), {}
+    if all(os.environ.get(KEYS[name]) for name in providers(choice)):
+        yield os.environ.get("OPENAI_BASE_URL", f"the {choice} API"), {}
         return
     from runlog_openai.standin import API_KEY
 
@@ -89,7 +100,12 @@ def llm_endpoint() -> Iterator[tuple[str, dict[str, str]]]:
         base_url = server.stdout.readline().strip()  # the server prints its URL first
         if not base_url:
             raise RuntimeError(f"the stand-in server exited ({server.wait()}) before serving")
-        llm_env = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": API_KEY}
+        llm_env = {
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_API_KEY": API_KEY,
+            "ANTHROPIC_BASE_URL": base_url.removesuffix("/v1"),
+            "ANTHROPIC_API_KEY": API_KEY,
+        }
         yield f"stand-in server at {base_url}", llm_env
     finally:
         server.terminate()
@@ -109,9 +125,10 @@ class Worker:
 class WorkerPool:
     """The supervisor's worker processes; their exits arrive on a queue, in order."""
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], provider: list[str]) -> None:
         self.live: dict[str, Worker] = {}
         self._command = command
+        self._provider = provider
         self._env = env
         self._exits: queue.Queue[Worker] = queue.Queue()
 
@@ -124,7 +141,9 @@ class WorkerPool:
         """
         seq = runlog.state.next_worker_instance_seq()
         instance_id = f"worker-{seq}"
-        proc = subprocess.Popen([*self._command, "--instance-id", instance_id], env=self._env)
+        provider = self._provider[(seq - 1) % len(self._provider)]
+        command = [*self._command, "--instance-id", instance_id, "--provider", provider]
+        proc = subprocess.Popen(command, env=self._env)
         worker = Worker(instance_id, seq, proc)
         self.live[instance_id] = worker
         runlog.log_event(
@@ -134,6 +153,7 @@ class WorkerPool:
                 "instance_id": instance_id,
                 "worker_instance_seq": seq,
                 "replaces": replaces,
+                "provider": provider,
             },
         )
         threading.Thread(target=self._watch, args=(worker,), daemon=True).start()
@@ -220,6 +240,7 @@ def promote(good: Any, tasks: TaskQueue, batch: int) -> int:
 def worker_command(args: argparse.Namespace, batch: int, task_ids: list[int]) -> list[str]:
     """How to start a worker on ``batch`` (the pool adds ``--instance-id``)."""
     command = [sys.executable, str(WORKER_SCRIPT), "--batch", str(batch), "--model", args.model]
+    command += ["--anthropic-model", args.anthropic_model]
     command += ["--tasks-db", str(args.tasks_db.resolve())]
     if args.crash_task is not None:
         command += ["--crash-on-task", str(task_ids[args.crash_task - 1])]
@@ -243,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     good = runlog.state.current_good_rev()
     say(f"run {run_id}, good revision read back from the events table: {good}")
 
-    with TaskQueue(args.tasks_db) as tasks, llm_endpoint() as (endpoint, llm_env):
+    with TaskQueue(args.tasks_db) as tasks, llm_endpoint(args.provider) as (endpoint, llm_env):
         prompts = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.tasks)]
         batch, task_ids = tasks.create_batch(prompts, created_by=f"supervisor run {run_id}")
         runlog.log_event("batch.created", {"batch": batch, "task_ids": task_ids})
@@ -254,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = runlog.child_env({**os.environ, **llm_env})
         with runlog.span("batch", batch=batch, tasks=len(task_ids), model=args.model):
             command = worker_command(args, batch, task_ids)
-            with WorkerPool(command, env) as pool:
+            with WorkerPool(command, env, providers(args.provider)) as pool:
                 for _ in range(args.workers):
                     pool.spawn()
                 supervise(pool, tasks, batch, args)
@@ -272,6 +293,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--model",
         default=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
         help="chat model (default: $OPENAI_MODEL, else gpt-4o-mini)",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=["openai", "anthropic", "mixed"],
+        default=os.environ.get("DEMO_PROVIDER") or "openai",
+        help="the workers' provider; mixed: odd workers OpenAI, even ones Anthropic "
+        "(default: $DEMO_PROVIDER, else openai)",
+    )
+    parser.add_argument(
+        "--anthropic-model",
+        default=os.environ.get("ANTHROPIC_MODEL", "claude-haiku-4-5"),
+        help="Anthropic model (default: $ANTHROPIC_MODEL, else claude-haiku-4-5)",
     )
     parser.add_argument(
         "--crash-task",

@@ -45,7 +45,9 @@ LLM_FIELDS = ("model_name", "latency_ms", "input_tokens", "output_tokens")
 def run_example(script: str, cwd: Path, db: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run an example script to the end, offline, logging to ``db``; fail with its output."""
     env = child_env(RUNLOG_DB=db)
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "DEMO_PROVIDER"):
+        env.pop(name, None)
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL"):
         env.pop(name, None)
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
@@ -301,6 +303,26 @@ class TestDemoTwice:
         assert re.search(r"^current_good_rev\(\)\s+2$", out, re.MULTILINE)
         assert re.search(r"^supervisor runs recorded\s+2$", out, re.MULTILINE)
         assert out.rstrip().splitlines()[-1].endswith(f"runlog ui --db {demos.db}")
+        stats = out.split("=== runlog stats ===")[1].split("===")[0]
+        assert re.search(r"gpt-4o-mini .*\$0\.\d+", stats), stats
+        assert "subtree $" in out.split("=== runlog tree")[1]
+
+
+class TestTwoProviders:
+    def test_mixed_workers_log_both_providers_with_cost(self, tmp_path: Path) -> None:
+        """With --provider mixed, even workers call Anthropic; both log usage and cost."""
+        db = tmp_path / "runlog.db"
+        out = run_example("demo.py", tmp_path, str(db), "--no-crash", "--provider", "mixed")
+        calls = [r["payload"] for r in rows(db) if r["event_type"] == "llm_call.completed"]
+        by_provider = {p["provider"] for p in calls}
+        assert by_provider == {"openai", "anthropic"}
+        for payload in calls:
+            assert payload["cached_input_tokens"] == 16
+            assert payload["cost_source"].startswith("genai-prices ") and payload["cost_usd"] > 0
+        stats = out.stdout.split("=== runlog stats ===")[1]
+        assert "claude-haiku-4-5" in stats and "gpt-4o-mini" in stats and "total" in stats
+        assert re.search(r"^cost\(\d+, subtree=True\)\s+\$0\.\d+ over \d+ calls$",
+                         out.stdout, re.MULTILINE)  # fmt: skip
 
 
 def workers_started(db: Path) -> int:

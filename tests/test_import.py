@@ -1,4 +1,4 @@
-"""``import runlog`` stays light: the heavy parts load when first used."""
+"""`import runlog` stays light and exposes exactly its public API."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import runlog
 
 from support import python, rows
 
-HEAVY = [
-    "wrapt",
-    "logging",
-    "concurrent.futures",
-    "asyncio",
+OPTIONAL = [
     "openai",
+    "anthropic",
     "tiktoken",
     "psycopg",
     "rich",
-    "sqlite3",
-    "runlog._runs",
+    "httpx",
+    "opentelemetry",
+    "genai_prices",
+    "pydantic",
 ]
+"""Never imported by runlog itself: not by the import, not by the first event."""
+HEAVY = [*OPTIONAL, "wrapt", "logging", "concurrent.futures", "asyncio", "sqlite3", "runlog._runs"]
+"""Not imported by ``import runlog`` alone: each part loads when first used."""
 
 
 class TestImport:
@@ -33,10 +35,25 @@ class TestImport:
         """
         assert json.loads(python(code).stdout) == []
 
-    def test_every_public_name_resolves(self) -> None:
-        """Each name in ``__all__`` is there on first use, and listed by dir()."""
+    def test_first_event_pulls_in_no_optional_dependency(self) -> None:
+        """Logging an event imports none of the optional libraries."""
+        out = python(
+            f"""
+            import json, sys, runlog
+            runlog.log_event("x", run_id=1)
+            print(json.dumps([m for m in {OPTIONAL!r} if m in sys.modules]))
+            """,
+            None,
+            RUNLOG_DB="events.db",
+        ).stdout
+        assert json.loads(out) == []
+
+    def test_public_names_are_listed(self) -> None:
+        """Every name in __all__ exists (loaded on first use), nothing private is in it,
+        and dir() lists them."""
         for name in runlog.__all__:
             assert getattr(runlog, name) is not None, name
+            assert not name.startswith("_") or name == "__version__"
         assert set(runlog.__all__) <= set(dir(runlog))
 
     def test_star_import_and_from_import(self) -> None:

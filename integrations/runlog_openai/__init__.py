@@ -35,6 +35,11 @@ Options of :func:`instrument`:
   sent) and ``output_content`` (the generated text).  Off by default, as prompts may
   hold personal data.  Headers and the API key are never logged.
 
+The patch, the call tracker and the stream observers are the provider-neutral core's
+(:mod:`runlog_providers`); this package holds OpenAI's endpoint table, usage reading
+(with the breakdown: ``cached_input_tokens`` part of ``input_tokens``,
+``reasoning_tokens`` part of ``output_tokens``) and its stream handling.
+
 Testing without the real API: ``runlog_openai.standin`` serves the OpenAI endpoints on
 127.0.0.1 with known usage, delays and errors (see its docstring).  It imports neither
 ``openai`` nor ``httpx``, and neither does this package until :func:`instrument` runs.

@@ -1,125 +1,43 @@
 """What each OpenAI endpoint tells about a call: its inputs, and the usage and text of replies.
 
-One :class:`Endpoint` per URL path the integration logs.  Each knows how to turn a
-request body into ``llm_call`` arguments (what tiktoken counts when usage is missing),
-and how to read a complete reply or one streamed item into a :class:`Reply`, the
-accumulator every call fills in, streamed or not.
-
-Replies are read defensively: a field of an unexpected type is skipped, never an error,
-so a provider that answers in an odd shape (or a caller who asked for a ``dict``
-instead of a model) still gets its call back unchanged.  Complete replies may be
-models or plain mappings; streamed items are read with ``getattr`` only, the fast path
-for the many small chunks of a stream.
+One :class:`~runlog_providers.Endpoint` per URL path the integration logs.  Each knows
+how to turn a request body into ``llm_call`` arguments (what tiktoken counts when usage
+is missing), and how to read a complete reply or one streamed item into a
+:class:`~runlog_providers.Reply`, the accumulator every call fills in, streamed or not
+(defensively: see :mod:`runlog_providers._reply`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-
-class Reply:
-    """What the response said so far: usage, finish reason, model, generated text."""
-
-    __slots__ = (
-        "finish_reason",
-        "input_tokens",
-        "keep_text",
-        "output_tokens",
-        "response_model",
-        "text",
-    )
-
-    def __init__(self, keep_text: bool = False) -> None:
-        self.keep_text = keep_text
-        """Keep the text even when usage counts the output (content capture)."""
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.finish_reason: str | None = None
-        self.response_model: str | None = None
-        self.text: list[str] = []
-
-    def add(self, text: object) -> bool:
-        """Append generated ``text`` if it is a non-empty string; say whether it was."""
-        if type(text) is str and text:
-            self.text.append(text)
-            return True
-        return False
-
-    def wants_text(self) -> bool:
-        """Whether a complete reply's text is needed: to count it, or to capture it."""
-        return self.keep_text or self.output_tokens is None
-
-    def usage(self, usage: object, input_key: str, output_key: str) -> None:
-        """Take the token numbers of a usage object (or mapping) that has them."""
-        if usage is None:
-            return
-        count_in, count_out = _count(_get(usage, input_key)), _count(_get(usage, output_key))
-        if count_in is not None:
-            self.input_tokens = count_in
-        if count_out is not None:
-            self.output_tokens = count_out
-
-    def finish(self, reason: object) -> None:
-        """Keep the first finish reason given."""
-        if self.finish_reason is None and type(reason) is str and reason:
-            self.finish_reason = reason
-
-    def model(self, model: object) -> None:
-        """Keep the first model name the reply gives."""
-        if self.response_model is None and type(model) is str and model:
-            self.response_model = model
+from runlog_providers import Body, Endpoint, Reply
+from runlog_providers import get as _get
+from runlog_providers import items as _items
 
 
-Body = Mapping[str, Any]
+# -- usage ---------------------------------------------------------------------------
+def _chat_usage(reply: Reply, usage: object) -> None:
+    """Chat and legacy completions usage: ``prompt_tokens`` include the cached ones, and
+    ``completion_tokens`` the reasoning ones (OpenAI's definitions, kept as they are)."""
+    if usage is None:
+        return
+    reply.usage(usage, "prompt_tokens", "completion_tokens")
+    reply.detail("cached_input_tokens", _get(_get(usage, "prompt_tokens_details"), "cached_tokens"))
+    details = _get(usage, "completion_tokens_details")
+    reply.detail("reasoning_tokens", _get(details, "reasoning_tokens"))
+    reply.price(_get(usage, "cost"))  # OpenAI-compatible providers that report a price
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """How to log calls of one endpoint."""
-
-    operation: str
-    """``operation`` of the event: chat, completions, embeddings, responses."""
-    inputs: Callable[[Body], dict[str, Any]]
-    """``llm_call`` arguments (``messages=`` or ``prompt=``) for tiktoken to count."""
-    content: Callable[[Body], Any]
-    """What the request sends to the model, logged only with content capture."""
-    result: Callable[[Reply, Any], bool]
-    """Read a complete reply (usage, model, finish reason, text); False if it has not
-    the endpoint's shape (then its output is unknown rather than empty)."""
-    item: Callable[[Reply, Any], bool]
-    """Read one streamed item; True if it carried generated content (a first token)."""
-    has_output: bool = True
-    """False for embeddings, whose output is vectors, never tokens."""
-    usage_option: bool = False
-    """Streams accept ``stream_options={"include_usage": True}``."""
-
-
-# -- reading helpers -----------------------------------------------------------------
-_MISSING = object()
-
-
-def _get(obj: object, name: str) -> Any:
-    """``obj[name]`` for mappings, else ``obj.name``; ``None`` when missing."""
-    if type(obj) is dict:
-        return obj.get(name)
-    value = getattr(obj, name, _MISSING)
-    if value is _MISSING:
-        return obj.get(name) if isinstance(obj, Mapping) else None
-    return value
-
-
-def _items(value: object) -> list[Any] | tuple[Any, ...]:
-    """``value`` if it is a list or tuple, else nothing to iterate."""
-    return value if isinstance(value, (list, tuple)) else ()
-
-
-def _count(value: object) -> int | None:
-    """A token count: a non-negative int (not a bool), else ``None``."""
-    if type(value) is int and value >= 0:
-        return value
-    return None
+def _responses_usage(reply: Reply, usage: object) -> None:
+    """Responses usage: the same breakdown, under the Responses API's names."""
+    if usage is None:
+        return
+    reply.usage(usage, "input_tokens", "output_tokens")
+    reply.detail("cached_input_tokens", _get(_get(usage, "input_tokens_details"), "cached_tokens"))
+    details = _get(usage, "output_tokens_details")
+    reply.detail("reasoning_tokens", _get(details, "reasoning_tokens"))
 
 
 def is_usage_chunk(chunk: object) -> bool:
@@ -134,7 +52,7 @@ def _chat_inputs(body: Body) -> dict[str, Any]:
 
 
 def _chat_result(reply: Reply, obj: Any) -> bool:
-    reply.usage(_get(obj, "usage"), "prompt_tokens", "completion_tokens")
+    _chat_usage(reply, _get(obj, "usage"))
     reply.model(_get(obj, "model"))
     choices = _get(obj, "choices")
     texts = reply.wants_text()
@@ -174,7 +92,7 @@ def _chunk_usage_and_model(reply: Reply, chunk: Any) -> None:
     """What chat and legacy completion chunks share: usage (last chunk) and the model."""
     usage = getattr(chunk, "usage", None)
     if usage is not None:
-        reply.usage(usage, "prompt_tokens", "completion_tokens")
+        _chat_usage(reply, usage)
     if reply.response_model is None:
         reply.model(getattr(chunk, "model", None))
 
@@ -186,7 +104,7 @@ def _completions_inputs(body: Body) -> dict[str, Any]:
 
 
 def _completions_result(reply: Reply, obj: Any) -> bool:
-    reply.usage(_get(obj, "usage"), "prompt_tokens", "completion_tokens")
+    _chat_usage(reply, _get(obj, "usage"))
     reply.model(_get(obj, "model"))
     choices = _get(obj, "choices")
     texts = reply.wants_text()
@@ -215,7 +133,7 @@ def _embeddings_inputs(body: Body) -> dict[str, Any]:
 
 
 def _embeddings_result(reply: Reply, obj: Any) -> bool:
-    reply.usage(_get(obj, "usage"), "prompt_tokens", "completion_tokens")
+    _chat_usage(reply, _get(obj, "usage"))
     reply.output_tokens = 0
     reply.model(_get(obj, "model"))
     return True
@@ -252,7 +170,7 @@ def _responses_content(body: Body) -> Any:
 
 def _responses_status(reply: Reply, response: Any) -> None:
     """Usage, model and why it stopped: the incomplete reason, else the status."""
-    reply.usage(_get(response, "usage"), "input_tokens", "output_tokens")
+    _responses_usage(reply, _get(response, "usage"))
     reply.model(_get(response, "model"))
     reply.finish(_get(_get(response, "incomplete_details"), "reason"))
     reply.finish(_get(response, "status"))
@@ -341,24 +259,11 @@ ENDPOINTS: dict[str, Endpoint] = {
 """Endpoints by the path the client posts to (``FinalRequestOptions.url``)."""
 
 
-def endpoint_for(method: object, url: object) -> Endpoint | None:
-    """The endpoint a request goes to, or ``None`` for requests that are not model calls."""
-    if type(url) is not str:
-        return None
-    endpoint = ENDPOINTS.get(url) or ENDPOINTS.get("/" + url.strip("/"))
-    if endpoint is None or str(method).lower() != "post":
-        return None
-    return endpoint
-
-
 __all__ = [
     "CHAT",
     "COMPLETIONS",
     "EMBEDDINGS",
     "ENDPOINTS",
     "RESPONSES",
-    "Endpoint",
-    "Reply",
-    "endpoint_for",
     "is_usage_chunk",
 ]

@@ -1,200 +1,53 @@
-"""Streams: watch the chunks go by, and end the call when the stream ends, closes or dies.
+"""OpenAI's own stream handling: the usage chunk ``stream_usage`` asks for, hidden again.
 
-The user keeps the very ``Stream`` / ``AsyncStream`` object the library made: no proxy
-around it, so its type, attributes, ``with`` blocks, ``close()``, ``response`` and the
-helpers built on it behave exactly as without runlog.  Two of its attributes are
-swapped in place:
-
-* ``_iterator`` (where ``__iter__``, ``__next__``, ``__aiter__`` and ``__anext__`` all
-  draw from, since openai 1.0) becomes an observer that hands each item to the tracker
-  and passes it on untouched, in order, ending the call at the end of the stream or
-  failing it when iteration raises;
-* ``response`` becomes a :class:`TrackedResponse`, a transparent proxy whose
-  ``close()`` / ``aclose()`` end the call.  Every way of stopping a stream early closes
-  that response: ``Stream.close()`` and its ``with`` block, the ``.stream()`` helpers
-  (which close ``raw_stream.response`` themselves, bypassing ``Stream.close``), and
-  ``with_streaming_response`` blocks.  Raw responses get the same proxy as their
-  ``http_response``, so the stream they parse later is covered too.
-
-A stream nobody closes ends when its HTTP response is garbage-collected
-(``weakref.finalize``).  The finalizer may run inside a garbage collection, on any
-thread, maybe while that thread holds a lock of runlog's writer, so it only queues the
-call (``SimpleQueue.put`` is safe there) for a daemon thread, the reaper, which logs
-it in the context the request was made in.
+The stream observers themselves are the core's (:mod:`runlog_providers._streams`);
+:func:`settle` is theirs, re-exported for the tests and benchmarks that wait for
+abandoned streams to be logged.
 """
 
 from __future__ import annotations
 
-import contextvars
-import gc
-import os
-import threading
-import weakref
-from collections.abc import AsyncIterator, Iterator
-from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import wrapt
+from runlog_providers import Body, Endpoint, Settings, settle
 
-from ._report import report
-
-if TYPE_CHECKING:
-    from ._tracker import Tracker
-
-    _Proxy = wrapt.ObjectProxy[Any]
-else:
-    _Proxy = wrapt.ObjectProxy
+from ._endpoints import is_usage_chunk
 
 
-class TrackedResponse(_Proxy):
-    """An HTTP response whose closing ends the call; everything else is the response's."""
+def prepare(
+    options: Any, body: Body, endpoint: Endpoint, settings: Settings
+) -> Callable[[Any], bool] | None:
+    """With ``stream_usage``, add ``include_usage`` unless the caller said either way.
 
-    def __init__(self, wrapped: Any, tracker: Tracker) -> None:
-        super().__init__(wrapped)
-        self._self_tracker = tracker
-
-    def close(self) -> Any:
-        """End the call (unless the stream itself is closing at its end), then close."""
-        self._self_tracker.closing(self.__wrapped__)
-        return self.__wrapped__.close()
-
-    async def aclose(self) -> Any:
-        """The async twin of :meth:`close`."""
-        self._self_tracker.closing(self.__wrapped__)
-        return await self.__wrapped__.aclose()
-
-
-def track(response: Any, tracker: Tracker) -> Any:
-    """``response`` as a :class:`TrackedResponse` whose collection ends the call."""
-    if isinstance(response, TrackedResponse):
-        return response
-    tracker.context = contextvars.copy_context()
-    tracker.finalizer = weakref.finalize(response, _reaper.abandoned, tracker)
-    _reaper.start()
-    return TrackedResponse(response, tracker)
-
-
-def instrument(stream: Any, tracker: Tracker) -> None:
-    """Observe ``stream`` in place (see the module docstring)."""
-    stream.response = track(stream.response, tracker)
-    source = getattr(stream, "_iterator", None)
-    if source is None:  # not openai's Stream as we know it: the call ends at close or collection
-        return
-    if hasattr(source, "__anext__"):
-        stream._iterator = _observe_async(source, tracker)
-    else:
-        stream._iterator = _observe(source, tracker)
-
-
-def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
-    """Every item of ``source``, but those the tracker hides; the call ends with the stream.
-
-    A stream that is garbage-collected half-way is left to its response's finalizer.
+    Returns the filter that hides what that adds (see :func:`hide_usage`), or ``None``
+    when the request is left as it was.
     """
-    take = tracker.take
-    while True:
-        tracker.reading = True  # the stream closes its response itself at its end
-        try:
-            item = next(source)
-        except StopIteration:
-            tracker.reading = False
-            tracker.end("done")
-            return
-        except BaseException as exc:
-            tracker.reading = False
-            tracker.failed(exc)
-            raise
-        tracker.reading = False
-        if take(item):
-            yield item
+    if not (settings.stream_usage and endpoint.usage_option):
+        return None
+    stream_options = body.get("stream_options")
+    stream_options = stream_options if isinstance(stream_options, Mapping) else {}
+    if "include_usage" in stream_options:
+        return None
+    options.json_data = {**body, "stream_options": {**stream_options, "include_usage": True}}
+    return hide_usage
 
 
-async def _observe_async(source: AsyncIterator[Any], tracker: Tracker) -> AsyncIterator[Any]:
-    """The ``async`` twin of :func:`_observe`; only the ``await`` differs."""
-    take = tracker.take
-    while True:
-        tracker.reading = True
-        try:
-            item = await source.__anext__()
-        except StopAsyncIteration:
-            tracker.reading = False
-            tracker.end("done")
-            return
-        except BaseException as exc:
-            tracker.reading = False
-            tracker.failed(exc)
-            raise
-        tracker.reading = False
-        if take(item):
-            yield item
+def hide_usage(chunk: Any) -> bool:
+    """True for the usage chunk ``include_usage`` adds; undo its ``usage: null`` elsewhere.
+
+    Without ``include_usage`` the key is absent, so ``model_fields_set`` (and
+    ``to_dict()``, ``model_dump(exclude_unset=True)``) must not list it either.
+    """
+    if is_usage_chunk(chunk):
+        return True
+    if getattr(chunk, "usage", 0) is None:
+        fields = getattr(chunk, "__pydantic_fields_set__", None)
+        if fields is None:
+            fields = getattr(chunk, "__fields_set__", None)  # pydantic 1
+        if isinstance(fields, set):
+            fields.discard("usage")
+    return False
 
 
-class _Reaper:
-    """Ends the calls of abandoned streams on a daemon thread, away from the collector."""
-
-    def __init__(self) -> None:
-        self._queue: SimpleQueue[Tracker | threading.Event] = SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        """Make sure the thread runs (called where starting a thread is safe)."""
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="runlog-openai-reaper", daemon=True
-                )
-                self._thread.start()
-
-    def abandoned(self, tracker: Tracker) -> None:
-        """The finalizer of a stream's response: queue its call (reentrant-safe).
-
-        The call is marked at once, so that the stream's own clean-up in the same
-        collection (its generators close the response) leaves the ending to us.  With
-        the collector off (as during the interpreter's exit, when ``weakref`` runs the
-        remaining finalizers) no collection can be under way: end the call here.
-        """
-        tracker.doomed = True
-        if gc.isenabled():
-            self._queue.put(tracker)
-        else:
-            tracker.abandon()
-
-    def settle(self, timeout: float | None = None) -> bool:
-        """Wait until every call queued before now has ended; False on timeout."""
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            return self._queue.empty()
-        marker = threading.Event()
-        self._queue.put(marker)
-        return marker.wait(timeout)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            try:
-                item.abandon()
-            except Exception as exc:  # never let the thread die
-                report("ending an abandoned stream", exc, reraise=False)
-
-    def after_fork(self) -> None:
-        """In a forked child: the thread is the parent's, and so may be the queue's state."""
-        self._queue = SimpleQueue()
-        self._thread = None
-        self._lock = threading.Lock()
-
-
-_reaper = _Reaper()
-settle = _reaper.settle
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reaper.after_fork)
-
-
-__all__ = ["TrackedResponse", "instrument", "settle", "track"]
+__all__ = ["hide_usage", "prepare", "settle"]

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP server for tests and offline demos: the "stand-in".
+"""An OpenAI-compatible (and Anthropic-compatible) HTTP server for tests and offline demos.
 
 It serves the real ``openai`` client (sync and async) over real sockets on 127.0.0.1,
 streams with real server-sent events, and answers with known content and usage, so a
@@ -14,7 +14,13 @@ Endpoints (POST, under ``/v1``):
   function calls and ``text_format`` likewise (``.parse()``, ``.stream()``);
 - ``/embeddings``: one deterministic vector per input (float or base64), 8 dimensions
   unless the request gives ``dimensions``;
-- ``/completions`` (legacy): plain and streamed.
+- ``/completions`` (legacy): plain and streamed;
+- Anthropic's Messages API, for the ``anthropic`` client pointed at
+  ``server.anthropic_base_url``: ``/v1/messages`` plain and streamed with the real
+  event sequence (``message_start``, ``content_block_start`` / ``_delta`` / ``_stop``,
+  ``message_delta``, ``message_stop``), tool use, a thinking block when the request
+  enables thinking, cache reads and writes in its usage, Anthropic's error JSON and
+  ``request-id`` header; ``/v1/messages/count_tokens``.
 
 Every reply carries ``x-request-id`` and the other headers the API sends, so
 ``.with_raw_response`` and ``.with_streaming_response`` work too. Tool arguments and

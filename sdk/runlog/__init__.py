@@ -39,7 +39,9 @@ _HOME = {
     "RunlogError": "._errors",
     "StoreUnavailableError": "._errors",
     "report_internal_error": "._errors",
+    "instrument_anthropic": "._instrument",
     "instrument_openai": "._instrument",
+    "uninstrument_anthropic": "._instrument",
     "uninstrument_openai": "._instrument",
     "LLMCall": "._llm",
     "llm_call": "._llm",
@@ -53,6 +55,7 @@ _HOME = {
     "Event": "._store",
     "span": "._tracing",
     "traced_event": "._tracing",
+    "patching": "",
     "state": "",
     "testing": "",
 }
@@ -60,14 +63,19 @@ _HOME = {
 if TYPE_CHECKING:
     from typing import Any
 
-    from . import state
+    from . import patching, state
     from ._errors import (
         ConfigurationError,
         RunlogError,
         StoreUnavailableError,
         report_internal_error,
     )
-    from ._instrument import instrument_openai, uninstrument_openai
+    from ._instrument import (
+        instrument_anthropic,
+        instrument_openai,
+        uninstrument_anthropic,
+        uninstrument_openai,
+    )
     from ._llm import LLMCall, llm_call
     from ._log import flush, log_event
     from ._runs import child_env, current_run_id, init
@@ -115,12 +123,15 @@ __all__ = [
     "current_span_id",
     "flush",
     "init",
+    "instrument_anthropic",
     "instrument_openai",
     "llm_call",
     "log_event",
+    "patching",
     "report_internal_error",
     "span",
     "state",
     "traced_event",
+    "uninstrument_anthropic",
     "uninstrument_openai",
 ]

@@ -9,13 +9,13 @@ across ``await``, ``create_task`` and ``gather``.
 Threads are different: a ``threading.Thread`` starts in an empty context, and a
 ``ThreadPoolExecutor`` worker runs every work item in the worker's own context, so
 spans would be lost there, the most common complaint about tracing SDKs.
-:func:`install` patches ``Thread.start`` and ``ThreadPoolExecutor.submit`` (with wrapt)
-so that, while a span is current, the new thread, or the submitted work item, runs in
-a copy of the starter's context: what ``asyncio.to_thread`` does, and Python 3.14's
-``Thread(context=...)``.  The copy is made per work item, because pool threads are
-reused.  ``loop.run_in_executor`` goes through ``submit`` and is covered as well.
-Outside a span both calls are left as they were, at the cost of one
-``ContextVar.get``.
+:func:`install` patches ``Thread.start`` and ``ThreadPoolExecutor.submit`` (with
+:class:`runlog.patching.Patches`) so that, while a span is current, the new thread,
+or the submitted work item, runs in a copy of the starter's context: what
+``asyncio.to_thread`` does, and Python 3.14's ``Thread(context=...)``.  The copy is
+made per work item, because pool threads are reused.  ``loop.run_in_executor`` goes
+through ``submit`` and is covered as well.  Outside a span both calls are left as they
+were, at the cost of one ``ContextVar.get``.
 
 runlog applies the process's setting by itself when the first span becomes current
 after a runtime is created (:func:`sync`): installed by default, removed when
@@ -32,17 +32,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-
 from . import _runs
 from ._errors import report_internal_error
+from .patching import Patches
 
 if TYPE_CHECKING:
     from ._runs import Runtime
     from ._span import Span
 
 current: ContextVar[Span | None] = ContextVar("runlog_current_span", default=None)
-_lock = threading.Lock()
 _synced: Runtime | None = None
 """The runtime whose ``thread_context`` setting is in force."""
 
@@ -97,36 +95,16 @@ def _pool_submit(
         current.reset(token)
 
 
-_PATCHES: tuple[tuple[type, str, Callable[..., Any]], ...] = (
+_PATCHES = Patches(
     (threading.Thread, "start", _thread_start),
     (ThreadPoolExecutor, "submit", _pool_submit),
 )
-
-
-def _is_ours(owner: type, name: str, wrapper: Callable[..., Any]) -> bool:
-    attr = owner.__dict__.get(name)
-    return isinstance(attr, wrapt.FunctionWrapper) and attr._self_wrapper is wrapper
-
-
-def install() -> None:
-    """Run threads and pool work started inside a span in the starter's context (idempotent)."""
-    with _lock:
-        for owner, name, wrapper in _PATCHES:
-            if not _is_ours(owner, name, wrapper):
-                wrapt.wrap_function_wrapper(owner, name, wrapper)
-
-
-def uninstall() -> None:
-    """Undo :func:`install`, leaving alone anything patched over it later (idempotent)."""
-    with _lock:
-        for owner, name, wrapper in _PATCHES:
-            if _is_ours(owner, name, wrapper):
-                setattr(owner, name, owner.__dict__[name].__wrapped__)
-
-
-def installed() -> bool:
-    """Whether thread propagation is in force."""
-    return all(_is_ours(owner, name, wrapper) for owner, name, wrapper in _PATCHES)
+install = _PATCHES.install
+"""Run threads and pool work started inside a span in the starter's context (idempotent)."""
+uninstall = _PATCHES.uninstall
+"""Undo :func:`install`, leaving alone anything patched over it later (idempotent)."""
+installed = _PATCHES.installed
+"""Whether thread propagation is in force."""
 
 
 def sync() -> None:

@@ -1,8 +1,9 @@
-"""``instrument_openai()``: the one door from runlog to its OpenAI integration.
+"""``instrument_openai()`` / ``instrument_anthropic()``: the doors from runlog to its integrations.
 
 runlog never imports an integration (or the library it instruments) until asked, so
-``import runlog`` stays cheap; the integration itself builds only on runlog's public
-API (``llm_call``).
+``import runlog`` stays cheap; the integrations themselves build only on runlog's
+public API (``llm_call``).  Instrumenting also loads the price table, so that the
+first call's cost is not paid for on that call's path.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-_EXTRA = "pip install 'runlog[openai]'"
+from . import _prices
 
 
-def _integration() -> ModuleType:
+def _integration(package: str, library: str, extra: str) -> ModuleType:
     try:
-        return importlib.import_module("runlog_openai")
+        return importlib.import_module(package)
     except ImportError as exc:
         raise ImportError(
-            f"runlog.instrument_openai() needs the openai package and runlog's OpenAI "
-            f"integration: {_EXTRA} ({exc})"
+            f"runlog.instrument_{library}() needs the {library} package and runlog's "
+            f"integration for it: pip install 'runlog[{extra}]' ({exc})"
         ) from exc
 
 
@@ -31,12 +32,33 @@ def instrument_openai(**options: Any) -> None:
     usage (hiding the extra chunk from the caller); ``capture_content=True`` records
     prompts and completions (off by default: they may hold personal data).
     """
-    _integration().instrument(**options)
+    _integration("runlog_openai", "openai", "openai").instrument(**options)
+    _prices.load()
 
 
 def uninstrument_openai() -> None:
     """Restore the OpenAI client's original methods."""
-    _integration().uninstrument()
+    _integration("runlog_openai", "openai", "openai").uninstrument()
 
 
-__all__ = ["instrument_openai", "uninstrument_openai"]
+def instrument_anthropic(**options: Any) -> None:
+    """Log every Anthropic client call as ``llm_call.completed`` / ``llm_call.failed``.
+
+    Idempotent.  Option: ``capture_content=True`` records prompts and completions (off
+    by default: they may hold personal data).
+    """
+    _integration("runlog_anthropic", "anthropic", "anthropic").instrument(**options)
+    _prices.load()
+
+
+def uninstrument_anthropic() -> None:
+    """Restore the Anthropic client's original methods."""
+    _integration("runlog_anthropic", "anthropic", "anthropic").uninstrument()
+
+
+__all__ = [
+    "instrument_anthropic",
+    "instrument_openai",
+    "uninstrument_anthropic",
+    "uninstrument_openai",
+]

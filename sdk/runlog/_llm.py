@@ -23,9 +23,12 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from . import _tokens
+from . import _prices, _tokens
+from ._errors import report_internal_error
 from ._span import EventNames, Span, check_fields
 
+_BREAKDOWN = ("cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens")
+"""Token numbers beside input/output, logged as the provider reports them (see ``record``)."""
 _NAMES = EventNames(None, "llm_call.completed", "llm_call.failed", duration_key="latency_ms")
 _OWN = frozenset(
     {
@@ -39,6 +42,11 @@ _OWN = frozenset(
         "latency_ms",
         "status_code",
         "counted",
+        "provider",
+        "cost_usd",
+        "cost_source",
+        "cost_estimated",
+        *_BREAKDOWN,
     }
 )
 
@@ -47,10 +55,13 @@ class LLMCall:
     """One call to a language model, from request to last byte (see the module docstring)."""
 
     __slots__ = (
+        "_breakdown",
+        "_cost_usd",
         "_input_tokens",
         "_messages",
         "_output_tokens",
         "_prompt",
+        "_provider",
         "_span",
         "_text",
         "_token",
@@ -66,22 +77,30 @@ class LLMCall:
         prompt: _tokens.Prompt = None,
         operation: str = "chat",
         stream: bool = False,
+        provider: str | None = None,
         **fields: Any,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"runlog.llm_call() needs the model name as a str, got {model!r}")
         if not isinstance(operation, str) or not operation:
             raise TypeError(f"runlog.llm_call(operation=...) must be a str, got {operation!r}")
+        if provider is not None and (not isinstance(provider, str) or not provider):
+            raise TypeError(f"runlog.llm_call(provider=...) must be a str, got {provider!r}")
         _check_user_fields(fields, "runlog.llm_call()")
         self.model = model
         self._messages = list(messages) if messages is not None else None
         self._prompt = prompt
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
+        self._breakdown: dict[str, int] = {}
+        self._cost_usd: float | None = None
+        self._provider = provider
         self._text: list[str] | None = None
         self._ttft_ms: float | None = None
         self._token: Any = None
-        base = {"model_name": model, "operation": operation, "stream": bool(stream)}
+        base: dict[str, Any] = {"model_name": model, "operation": operation, "stream": bool(stream)}
+        if provider is not None:
+            base["provider"] = provider
         self._span = Span(_NAMES, {**base, **fields})
 
     # -- what the caller tells us ----------------------------------------------------
@@ -90,17 +109,39 @@ class LLMCall:
         *,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_input_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         text: str | None = None,
         finish_reason: str | None = None,
         response_model: str | None = None,
         request_id: str | None = None,
+        cost_usd: float | None = None,
         **fields: Any,
     ) -> None:
-        """Record what the response said; ``text`` is appended (call it once per chunk)."""
+        """Record what the response said; ``text`` is appended (call it once per chunk).
+
+        The breakdown is logged as the provider defines it: OpenAI's
+        ``cached_input_tokens`` are part of ``input_tokens`` and its
+        ``reasoning_tokens`` part of ``output_tokens``; Anthropic's cache reads
+        (``cached_input_tokens``) and writes (``cache_write_input_tokens``) come in
+        addition to ``input_tokens``.  Cost follows the same rule (``provider=``).
+        ``cost_usd`` is a price the provider reported for the call (``cost_source:
+        "provider"``); without it runlog prices the tokens with ``genai-prices``.
+        """
         if input_tokens is not None:
             self._input_tokens = _count_arg("input_tokens", input_tokens)
         if output_tokens is not None:
             self._output_tokens = _count_arg("output_tokens", output_tokens)
+        for name, number in (
+            ("cached_input_tokens", cached_input_tokens),
+            ("cache_write_input_tokens", cache_write_input_tokens),
+            ("reasoning_tokens", reasoning_tokens),
+        ):
+            if number is not None:
+                self._breakdown[name] = _count_arg(name, number)
+        if cost_usd is not None:
+            self._cost_usd = _cost_arg(cost_usd)
         if text is not None:
             if self._text is None:
                 self._text = []
@@ -152,7 +193,10 @@ class LLMCall:
         if self._ttft_ms is not None:
             outcome["time_to_first_token_ms"] = self._ttft_ms
         if exc is None:
-            outcome.update(self._token_fields())
+            tokens = self._token_fields()
+            outcome.update(tokens)
+            outcome.update(self._breakdown)
+            outcome.update(self._cost_fields(tokens))
         else:
             outcome["input_tokens"] = self._input_count()[0]
             status = getattr(exc, "status_code", None)
@@ -197,6 +241,19 @@ class LLMCall:
             fields["token_source"] = "usage" if sources else "unavailable"
         return fields
 
+    def _cost_fields(self, tokens: dict[str, Any]) -> dict[str, Any]:
+        """What the call cost (see :mod:`runlog._prices`); never raises."""
+        if self._cost_usd is not None:
+            return {"cost_usd": self._cost_usd, "cost_source": _prices.PROVIDER}
+        try:
+            counts = {**tokens, **self._breakdown}
+            models = (self._span.fields.get("response_model"), self.model)
+            estimated = tokens.get("token_source") == "tiktoken"
+            return _prices.cost_fields(self._provider, models, counts, estimated)
+        except Exception as exc:
+            report_internal_error("pricing an LLM call", exc)
+            return {"cost_usd": None, "cost_source": _prices.UNPRICED}
+
     # -- context manager -----------------------------------------------------------------
     def __enter__(self) -> LLMCall:
         self._token = self._span.activate()
@@ -236,6 +293,12 @@ def _count_arg(name: str, value: object) -> int:
     return value
 
 
+def _cost_arg(value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise TypeError(f"LLMCall.record(cost_usd=...) must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 def _check_user_fields(fields: Mapping[str, Any], where: str) -> None:
     check_fields(fields, where)
     clash = _OWN.intersection(fields)
@@ -253,6 +316,7 @@ def llm_call(
     prompt: _tokens.Prompt = None,
     operation: str = "chat",
     stream: bool = False,
+    provider: str | None = None,
     **fields: Any,
 ) -> LLMCall:
     """Time one model call and log ``llm_call.completed`` (or ``.failed``) when it ends.
@@ -268,7 +332,13 @@ def llm_call(
     ``call.first_token()`` on the first chunk and ``call.record(text=delta)`` per chunk.
     """
     return LLMCall(
-        model, messages=messages, prompt=prompt, operation=operation, stream=stream, **fields
+        model,
+        messages=messages,
+        prompt=prompt,
+        operation=operation,
+        stream=stream,
+        provider=provider,
+        **fields,
     )
 
 

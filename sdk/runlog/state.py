@@ -21,6 +21,10 @@ latest ``worker.spawned`` event — and is the number to give the next worker::
     seq = runlog.state.next_worker_instance_seq()    # number for the next worker
     runlog.log_event("worker.spawned", {"worker_instance_seq": seq, ...})
     rev = runlog.state.current_good_rev()            # None before the first promotion
+    spent = runlog.state.cost(subtree=True).usd      # USD of this run and all below it
+
+Cost queries sum each completed call's current cost (as ``runlog reprice`` last set
+it) into a :class:`Cost`, which keeps the calls that could not be priced apart.
 
 Reads never start a run: in a process that has not logged anything they open the
 configured database read-only (``RUNLOG_DB``, else ``runlog.db``) and write nothing.
@@ -29,12 +33,15 @@ configured database read-only (``RUNLOG_DB``, else ``runlog.db``) and write noth
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any
 
+from . import _spend
 from ._config import resolve
 from ._errors import ConfigurationError, StoreUnavailableError
 from ._log import flush
 from ._runs import _state, started_run
+from ._spend import Cost
 from ._store import Event, Reader, Store, StoreBusy, StoreFault, open_store
 
 _PayloadValue = str | int | float | bool
@@ -211,8 +218,104 @@ def events(
     return found
 
 
+# -- cost ------------------------------------------------------------------------------
+Moment = datetime | float
+"""A point in time: a ``datetime`` (naive means local time) or Unix seconds (``time.time()``)."""
+
+
+def cost(
+    run_id: int | None = None,
+    *,
+    subtree: bool = False,
+    model: str | None = None,
+    since: Moment | None = None,
+    until: Moment | None = None,
+) -> Cost:
+    """What the completed LLM calls cost, as a :class:`Cost` (``.usd``, ``.unpriced``, ...).
+
+    ``run_id``: only that run's calls (None: every run's; with ``subtree=True``, None
+    means the current run); ``subtree``: also the calls of every run below it;
+    ``model``: only calls of that ``model_name``; ``since``/``until``: only calls that
+    ended in ``[since, until)``.
+    """
+    found = _costed(run_id, subtree, since, until)
+    if model is not None:
+        found = [(event, payload) for event, payload in found if payload.get("model_name") == model]
+    total = Cost()
+    for _, payload in found:
+        total.add(payload)
+    return total
+
+
+def cost_by_model(
+    run_id: int | None = None,
+    *,
+    subtree: bool = False,
+    since: Moment | None = None,
+    until: Moment | None = None,
+) -> dict[str, Cost]:
+    """:func:`cost` per ``model_name``, for the same choice of runs and time range."""
+    out: dict[str, Cost] = {}
+    for _, payload in _costed(run_id, subtree, since, until):
+        out.setdefault(str(payload.get("model_name") or "?"), Cost()).add(payload)
+    return out
+
+
+def _costed(
+    run_id: int | None, subtree: bool, since: Moment | None, until: Moment | None
+) -> list[tuple[Event, dict[str, Any]]]:
+    types = (_spend.COMPLETED, _spend.REPRICED)
+    if subtree and run_id is None:
+        run_id = _this_run()
+        if run_id is None:
+            return []  # no run started yet: nothing of this process's to sum
+
+    def query(reader: Reader) -> list[Event]:
+        if run_id is None:
+            return reader.events(event_type=types)
+        if not subtree:
+            return reader.events(event_type=types, run_id=run_id)
+        return reader.events_of_runs(_below(reader, run_id), event_type=types)
+
+    events: list[Event] = _read("the cost of LLM calls", query)
+    low, high = _ns(since), _ns(until)
+    return [
+        (event, payload)
+        for event, payload in _spend.current(events)
+        if (low is None or event.timestamp >= low) and (high is None or event.timestamp < high)
+    ]
+
+
+def _below(reader: Reader, run_id: int) -> set[int]:
+    """``run_id`` and every run below it, from the ``process.started`` rows."""
+    kids: dict[int, list[int]] = {}
+    for started in reader.events(event_type="process.started"):
+        if started.parent_run_id is not None:
+            kids.setdefault(started.parent_run_id, []).append(started.run_id)
+    found, todo = {run_id}, [run_id]
+    while todo:
+        for kid in kids.get(todo.pop(), ()):
+            if kid not in found:  # explicit-form parent ids can make a cycle
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+def _ns(moment: Moment | None) -> int | None:
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        return int(moment.timestamp() * 1e9)
+    if isinstance(moment, (int, float)) and not isinstance(moment, bool):
+        return int(moment * 1e9)
+    raise TypeError(f"runlog.state: since/until take a datetime or Unix seconds, got {moment!r}")
+
+
 __all__ = [
+    "Cost",
     "children",
+    "cost",
+    "cost_by_model",
     "count_events",
     "current_good_rev",
     "events",

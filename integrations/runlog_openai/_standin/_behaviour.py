@@ -38,22 +38,37 @@ class Behaviour:
     makes ``.parse()`` raise ``LengthFinishReasonError``).
 
     Usage: the numbers every endpoint reports (``input_tokens`` is chat's
-    ``prompt_tokens``, ``output_tokens`` its ``completion_tokens``). ``usage=False``
-    leaves usage out of every response and stream, as a provider without usage would.
+    ``prompt_tokens``, ``output_tokens`` its ``completion_tokens``), with the breakdown
+    each API reports as it defines it: OpenAI's ``cached_tokens`` and
+    ``reasoning_tokens`` are parts of input and output; Anthropic's
+    ``cache_read_input_tokens`` (``cached_input_tokens``) and
+    ``cache_creation_input_tokens`` (``cache_write_tokens``) come in addition to its
+    ``input_tokens``. ``usage=False`` leaves usage out of every response and stream, as
+    a provider without usage would.
 
     Timing: ``delay`` seconds pass before the status line (latency, and part of the
     time to first token); ``chunk_delay`` seconds pass before each content delta.
 
-    Failures: ``status`` other than 200 answers with OpenAI's error JSON (``retry_after``
+    Failures: ``status`` other than 200 answers with the API's error JSON (``retry_after``
     adds a ``retry-after-ms`` header so retrying clients retry at once); ``hang`` never
     answers (client timeouts); ``hang_after`` / ``disconnect_after`` stall or drop a
-    stream after that many content deltas.
+    stream after that many content deltas; ``error_after`` sends an Anthropic ``error``
+    event (``overloaded_error``) in place of the stream's rest after that many.
     """
 
     reply: str = _field("Hello from the stand-in server.", "the generated text")
     chunks: int | None = _field(None, "content deltas per stream (none: one per word)")
     input_tokens: int = _field(12, "usage: prompt / input tokens")
     output_tokens: int = _field(7, "usage: completion / output tokens")
+    cached_input_tokens: int = _field(
+        0, "usage: cached input (OpenAI: part of input; Anthropic: cache reads, in addition)"
+    )
+    cache_write_tokens: int = _field(0, "usage: Anthropic cache_creation_input_tokens")
+    reasoning_tokens: int = _field(0, "usage: OpenAI reasoning tokens (part of output)")
+    cost: float | None = _field(None, "chat usage: a price in USD, as some compatible APIs send")
+    thinking: str = _field(
+        "Let me think about that.", "Anthropic: the thinking block when a request enables it"
+    )
     usage: bool = _field(True, "report usage at all")
     model: str | None = _field(None, "model named in replies (none: the requested one)")
     call_tools: bool = _field(True, "call a function tool when the request offers one")
@@ -67,12 +82,22 @@ class Behaviour:
     hang: bool = _field(False, "never answer (for client timeouts)")
     hang_after: int | None = _field(None, "stall a stream after this many content deltas")
     disconnect_after: int | None = _field(None, "cut a stream after this many content deltas")
+    error_after: int | None = _field(
+        None, "Anthropic: an error event after this many content deltas"
+    )
 
     def __post_init__(self) -> None:
         """Reject values no test means, so a typo fails loudly instead of silently."""
         checks = {
             "chunks must be >= 1 or None": self.chunks is None or self.chunks >= 1,
-            "token counts must be >= 0": min(self.input_tokens, self.output_tokens) >= 0,
+            "token counts must be >= 0": min(
+                self.input_tokens,
+                self.output_tokens,
+                self.cached_input_tokens,
+                self.cache_write_tokens,
+                self.reasoning_tokens,
+            )
+            >= 0,
             "delays must be >= 0": min(self.delay, self.chunk_delay) >= 0,
             "status must be 200 or 400-599": self.status == 200 or 400 <= self.status <= 599,
             "retry_after must be > 0 or None": self.retry_after is None or self.retry_after > 0,
@@ -80,6 +105,7 @@ class Behaviour:
             "disconnect_after must be >= 0 or None": (
                 self.disconnect_after is None or self.disconnect_after >= 0
             ),
+            "error_after must be >= 0 or None": self.error_after is None or self.error_after >= 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:

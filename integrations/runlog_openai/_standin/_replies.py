@@ -141,13 +141,21 @@ def _format_schema(fmt: object) -> Mapping[str, Any] | None:
 
 def _chat_usage(behaviour: Behaviour) -> dict[str, Any]:
     """Chat and completions usage, with the detail objects the API includes."""
+    usage = _openai_usage(behaviour)
+    return usage if behaviour.cost is None else {**usage, "cost": behaviour.cost}
+
+
+def _openai_usage(behaviour: Behaviour) -> dict[str, Any]:
     return {
         "prompt_tokens": behaviour.input_tokens,
         "completion_tokens": behaviour.output_tokens,
         "total_tokens": behaviour.input_tokens + behaviour.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": behaviour.cached_input_tokens,
+            "audio_tokens": 0,
+        },
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": behaviour.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -336,9 +344,12 @@ def _response_usage(behaviour: Behaviour) -> dict[str, Any]:
     """Responses usage: input/output tokens and their detail objects."""
     return {
         "input_tokens": behaviour.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": behaviour.cached_input_tokens,
+            "cache_write_tokens": 0,
+        },
         "output_tokens": behaviour.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": behaviour.reasoning_tokens},
         "total_tokens": behaviour.input_tokens + behaviour.output_tokens,
     }
 

@@ -27,8 +27,13 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import _anthropic
 from ._behaviour import Behaviour, changes_from_headers
-from ._replies import ENDPOINTS, Event, Exchange, Reply, error_body
+from ._replies import ENDPOINTS as OPENAI_ENDPOINTS
+from ._replies import Event, Exchange, Reply, error_body
+
+ENDPOINTS = {**OPENAI_ENDPOINTS, **_anthropic.ENDPOINTS}
+"""Every path served: OpenAI's under ``/v1``, and Anthropic's Messages API."""
 
 logger = logging.getLogger("runlog_openai.standin")
 
@@ -129,8 +134,13 @@ class StandInServer:
 
     @property
     def base_url(self) -> str:
-        """The URL to give the client: ``http://127.0.0.1:<port>/v1``."""
+        """The URL to give the OpenAI client: ``http://127.0.0.1:<port>/v1``."""
         return f"http://{self._address[0]}:{self.port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The URL to give the Anthropic client: ``http://127.0.0.1:<port>``."""
+        return f"http://{self._address[0]}:{self.port}"
 
     # --- behaviour -------------------------------------------------------------------
 
@@ -333,7 +343,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(number, path, body, outcome)
         else:
             status, message = outcome
-            self._send_json(status, error_body(status, message), self._headers(number))
+            self._send_json(status, _error(path, status, message), self._headers(number, path=path))
 
     def _admit(
         self, path: str, headers: Mapping[str, str], body: Any
@@ -341,7 +351,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """The behaviour to answer with, or the status and message to refuse with."""
         if self.command != "POST" or path not in ENDPOINTS:
             return 404, f"Unknown request URL: {self.command} {path}."
-        if not headers.get("authorization", "").removeprefix("Bearer ").strip():
+        key = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not (key or headers.get("x-api-key", "").strip()):
             return 401, "You didn't provide an API key."
         if not isinstance(body, dict):
             return 400, "We could not parse the JSON body of your request."
@@ -352,28 +363,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _reply(self, number: int, path: str, body: dict[str, Any], behaviour: Behaviour) -> None:
         """Wait, then hang, fail or answer as ``behaviour`` says."""
-        headers = self._headers(number, behaviour)
+        headers = self._headers(number, behaviour, path)
         if not self._pause(behaviour.delay):
             return
         if behaviour.hang:
             self._hang()
             return
         if behaviour.status != 200:
-            self._send_json(behaviour.status, error_body(behaviour.status), headers)
+            self._send_json(behaviour.status, _error(path, behaviour.status), headers)
             return
         try:
             reply: Reply = ENDPOINTS[path](Exchange(number, body, behaviour, int(time.time())))
         except Exception as exc:  # a request the stand-in cannot answer, or a bug in it
             logger.exception("stand-in could not build a reply for %s", path)
-            self._send_json(500, error_body(500, f"stand-in failed: {exc!r}"), headers)
+            self._send_json(500, _error(path, 500, f"stand-in failed: {exc!r}"), headers)
             return
         if isinstance(reply, dict):
             self._send_json(200, reply, headers)
         else:
             self._send_stream(reply, behaviour, headers)
 
-    def _headers(self, number: int, behaviour: Behaviour | None = None) -> list[tuple[str, str]]:
+    def _headers(
+        self, number: int, behaviour: Behaviour | None = None, path: str = ""
+    ) -> list[tuple[str, str]]:
         """Headers the real API sends along: request id, version, processing time, limits."""
+        if path in _anthropic.ENDPOINTS:
+            return [("request-id", request_id(number)), *self._retry_headers(behaviour)]
         headers = [
             ("x-request-id", request_id(number)),
             ("openai-version", "2020-10-01"),
@@ -384,10 +399,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ("x-ratelimit-limit-tokens", "10000000"),
             ("x-ratelimit-remaining-tokens", "9999990"),
         ]
-        if behaviour is not None and behaviour.retry_after is not None:
-            headers.append(("retry-after-ms", str(round(behaviour.retry_after * 1000))))
-            headers.append(("retry-after", str(math.ceil(behaviour.retry_after))))
-        return headers
+        return headers + self._retry_headers(behaviour)
+
+    def _retry_headers(self, behaviour: Behaviour | None) -> list[tuple[str, str]]:
+        if behaviour is None or behaviour.retry_after is None:
+            return []
+        return [
+            ("retry-after-ms", str(round(behaviour.retry_after * 1000))),
+            ("retry-after", str(math.ceil(behaviour.retry_after))),
+        ]
 
     def _send_json(
         self, status: int, body: Mapping[str, Any], headers: list[tuple[str, str]]
@@ -450,6 +470,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         while self.connection.recv(65536):
             pass
+
+
+def _error(path: str, status: int, message: str | None = None) -> dict[str, Any]:
+    """The error JSON of the API ``path`` belongs to."""
+    if path in _anthropic.ENDPOINTS:
+        return _anthropic.error_body(status, message)
+    return error_body(status, message)
 
 
 def _decode(raw: bytes) -> Any:

@@ -1,16 +1,18 @@
-"""The ``runlog`` command: read what runlog recorded, never write.
+"""The ``runlog`` command: read what runlog recorded.
 
 ::
 
-    runlog tree [RUN_ID] [-n N]                      the process tree
+    runlog tree [RUN_ID] [-n N]                      the process tree, with cost
     runlog tail [-f] [-n N] [--type T] [--run R]     events, one per line; -f follows
-    runlog stats                                     LLM calls per model
+    runlog stats                                     LLM calls per model, with cost
     runlog show RUN_ID                               one run's events in order
     runlog ui [--host H] [--port P] [--no-browser]   a local web page over it all
+    runlog reprice [--run R] [--dry-run]             recompute costs (appends events)
 
 Every command takes ``--db`` (default: ``RUNLOG_DB``, else ``runlog.db``, as the SDK)
 and ``--json``.  The database is opened read-only: the command never creates or
-migrates one, and never starts a run of its own.  Exit status: 0 done, 1 an error the
+migrates one, and never starts a run of its own; ``reprice`` alone appends
+``llm_call.repriced`` events (see its module).  Exit status: 0 done, 1 an error the
 user can fix (no such database, not a runlog database, unknown run, a database that
 cannot be read), 2 a usage error; a pipe closed early (``runlog tail | head``) ends
 quietly with 1, rich's convention.  Private: the interface is the command line.
@@ -23,12 +25,15 @@ from collections.abc import Sequence
 from .._errors import RunlogError
 from .._store import Reader, StoreBusy, StoreFault, redact_url
 from .._ui._command import COMMAND as UI
-from . import _show, _stats, _tail, _tree
+from . import _reprice, _show, _stats, _tail, _tree
 from ._args import build_parser
 from ._db import CLIError, open_reader, resolve_db
 from ._output import Output
 
-COMMANDS = {c.name: c for c in (_tree.COMMAND, _tail.COMMAND, _stats.COMMAND, _show.COMMAND, UI)}
+COMMANDS = {
+    c.name: c
+    for c in (_tree.COMMAND, _tail.COMMAND, _stats.COMMAND, _show.COMMAND, _reprice.COMMAND, UI)
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,8 @@ runs through here.
   raised; a span's own ``.started``/``.completed`` events are not read for it); a
   ``cancelled`` span is not a failure.
 * LLM calls: ``llm_call.completed`` and ``llm_call.failed``; tokens are the sums over
-  completed calls.
+  completed calls, and so is cost (as ``llm_call.repriced`` last set it), for the run
+  itself and summed over its subtree (the run and every run below it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import _spend
 from .._store import Event, Reader
 from ._db import CLIError
 from ._liveness import liveness
@@ -60,6 +62,10 @@ class RunSummary:
     llm_failures: int
     input_tokens: int
     output_tokens: int
+    cost: _spend.Cost = field(default_factory=_spend.Cost)
+    """The run's own completed calls."""
+    subtree_cost: _spend.Cost = field(default_factory=_spend.Cost)
+    """The run's and every run's below it (in the drawing)."""
     notes: list[str] = field(default_factory=list)
     children: list[RunSummary] = field(default_factory=list)
 
@@ -124,6 +130,7 @@ class _Facts:
     counts: dict[int, dict[str, int]]
     errors: dict[int, dict[str, int]]
     tokens: dict[int, dict[str, float]]
+    llm: dict[int, list[Event]]
 
     @classmethod
     def load(cls, reader: Reader, run_ids: Collection[int] | None) -> _Facts:
@@ -133,7 +140,10 @@ class _Facts:
         judged = {t for types in counts.values() for t in types if _judged_by_payload(t)}
         errors = reader.tally_runs(run_ids, payload={"status": "error"}, event_type=sorted(judged))
         tokens = reader.sums(_TOKENS, run_ids, event_type="llm_call.completed")
-        return cls(counts, errors, tokens)
+        llm: dict[int, list[Event]] = {}  # for cost: completed calls and their reprices
+        for event in reader.events_of_runs(run_ids, event_type=(_spend.COMPLETED, _spend.REPRICED)):
+            llm.setdefault(event.run_id, []).append(event)
+        return cls(counts, errors, tokens, llm)
 
 
 _TOKENS = ("input_tokens", "output_tokens")
@@ -165,7 +175,26 @@ def summarize(reader: Reader, index: RunIndex, tops: list[int]) -> list[RunSumma
             nodes[up].children.append(nodes[rid])
         elif parent is not None and parent not in index.parents:
             nodes[rid].notes.append(f"parent run {parent} is not in this database")
-    return [nodes[rid] for rid, up in walk if up is None]
+    roots = [nodes[rid] for rid, up in walk if up is None]
+    for top in roots:
+        _sum_subtree(top)
+    return roots
+
+
+def _sum_subtree(run: RunSummary) -> _spend.Cost:
+    """Fill in ``subtree_cost`` of ``run`` and the runs below it (iteratively: deep trees)."""
+    order: list[RunSummary] = []
+    stack = [run]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    for node in reversed(order):  # children before their parents
+        node.subtree_cost = _spend.Cost()
+        node.subtree_cost += node.cost
+        for child in node.children:
+            node.subtree_cost += child.subtree_cost
+    return run.subtree_cost
 
 
 def _parent(reader: Reader, run_id: int, starts: dict[int, Event]) -> int | None:
@@ -223,6 +252,7 @@ def _summary(reader: Reader, rid: int, index: RunIndex, facts: _Facts) -> RunSum
         llm_failures=types.get("llm_call.failed", 0),
         input_tokens=int(tokens.get("input_tokens", 0)),
         output_tokens=int(tokens.get("output_tokens", 0)),
+        cost=_spend.total(facts.llm.get(rid, [])),
     )
     if started is None:
         summary.notes.append("no process.started: written with an explicit run_id")

@@ -11,10 +11,12 @@ import argparse
 from rich.text import Text
 from rich.tree import Tree
 
+from .. import _spend
 from .._store import Reader
 from ._args import Command, positive
 from ._output import Output, duration
 from ._runs import RunSummary, load_tree
+from ._stats import cost_text
 
 _SEP = " · "
 _STATUS_STYLE = {"running": "green", "unknown": "yellow"}
@@ -38,9 +40,17 @@ def label(run: RunSummary) -> Text:
         _failures(text, run.llm_failures)
         if run.llm_calls > run.llm_failures:
             text.append(f", {run.input_tokens:,} in / {run.output_tokens:,} out tokens")
+            text.append(f", {_cost(run.cost)}")
+    if run.children and run.subtree_cost.calls:
+        text.append(f"{_SEP}subtree {_cost(run.subtree_cost)}", style="bold")
     for note in run.notes:
         text.append(f"  ({note})", style="dim")
     return text
+
+
+def _cost(cost: _spend.Cost) -> str:
+    """``$0.0123``, noting calls that were not priced or only estimated."""
+    return cost_text(cost.usd if cost.priced else None, cost.unpriced, cost.estimated)
 
 
 def status(run: RunSummary) -> Text:
@@ -102,13 +112,13 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
 
 COMMAND = Command(
     name="tree",
-    help="the process tree: status, duration, spans, LLM calls and tokens per run",
+    help="the process tree: status, duration, spans, LLM calls, tokens and cost per run",
     description=(
         "Draw the process tree: every root run (oldest first) with the runs it started below "
         "it, or the subtree of RUN_ID. Per run: role, instance, pid, status (exited with its "
         "reason, running, lost: no process.exited and the process is gone, or unknown: logged"
-        " on another host), duration, events, spans and LLM calls with their tokens; failures"
-        " in red."
+        " on another host), duration, events, spans and LLM calls with their tokens and cost,"
+        " and the cost summed over each subtree; failures in red."
     ),
     arguments=_arguments,
     run=_run,

@@ -1,22 +1,23 @@
-"""One OpenAI call, from request to last byte: the one core every entry point drives.
+"""One call, from request to last byte: the one core every entry point of every provider drives.
 
 A :class:`Tracker` owns an ``llm_call`` and learns about the call from four places,
-whatever the entry point, client flavour or response variant:
+whatever the provider, entry point, client flavour or response variant:
 
-1. :meth:`~Tracker.parsed` — the post-parser the request carries.  openai turns every
-   reply into the user's object in ``parse()`` and applies ``options.post_parser`` to
-   it: the plain ``create``/``parse`` calls, ``with_raw_response.parse()`` and
-   ``with_streaming_response.parse()``, models and streams alike (every 1.x-3.x
-   release).  A model is read at once; a stream is instrumented in place.
+1. :meth:`~Tracker.parsed` — the post-parser the request carries.  The clients turn
+   every reply into the user's object in ``parse()`` and apply ``options.post_parser``
+   to it: the plain calls, ``with_raw_response.parse()`` and
+   ``with_streaming_response.parse()``, models and streams alike.  A model is read at
+   once; a stream is instrumented in place.
 2. :meth:`~Tracker.returned` — what ``request()`` returned: the request id, and raw
    responses, whose body is read later (their HTTP response gets closing tracked).
 3. :meth:`~Tracker.take` — each streamed item; :meth:`~Tracker.end` when the stream
    ends, is closed or is abandoned.
 4. :meth:`~Tracker.failed` — the exception the request or the stream raised.
 
-The call ends exactly once, whichever comes first.  No method raises into the user's
-code for a fault of ours: faults are reported through runlog (and raise under its
-tests), and the user's object is passed on unchanged.
+Where the call is lies in one :class:`Phase`; the call ends exactly once, whichever
+comes first.  No method raises into the user's code for a fault of ours: faults are
+reported through runlog (and raise under its tests), and the user's object is passed
+on unchanged.
 """
 
 from __future__ import annotations
@@ -28,65 +29,67 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from openai import AsyncStream, Stream
-
-from ._endpoints import Endpoint, Reply, is_usage_chunk
+from ._phase import Phase
+from ._reply import Reply
 from ._report import report
 from ._streams import instrument, track
 
 if TYPE_CHECKING:
     from runlog import LLMCall
 
+    from ._provider import Endpoint, Provider
+
+
+_UNPARSED = frozenset({Phase.SENT, Phase.RAW})
+_QUIET = frozenset({Phase.READING, Phase.DOOMED, Phase.ENDED})
+"""Phases in which closing the response does not end the call."""
+
 
 class Tracker:
     """The state of one instrumented call (see the module docstring)."""
 
     __slots__ = (
-        "_ended",
-        "_first",
-        "_parsed",
-        "_raw",
-        "_seen",
         "call",
         "capture",
         "context",
-        "doomed",
         "endpoint",
-        "finalizer",
-        "hide_usage",
-        "reading",
+        "finalizers",
+        "hide",
+        "phase",
+        "provider",
         "reply",
         "request_id",
         "stream",
-        "streaming",
     )
 
     def __init__(
-        self, call: LLMCall, endpoint: Endpoint, *, stream: bool, capture: bool, hide_usage: bool
+        self,
+        call: LLMCall,
+        provider: Provider,
+        endpoint: Endpoint,
+        *,
+        stream: bool,
+        capture: bool,
+        hide: Callable[[Any], bool] | None = None,
     ) -> None:
         self.call = call
+        self.provider = provider
         self.endpoint = endpoint
         self.stream = stream
         """The request asked for a stream."""
         self.capture = capture
-        self.hide_usage = hide_usage
-        """We added ``include_usage``: hide the usage chunk, and the ``usage: null`` it adds."""
+        self.hide = hide
+        """Streamed items to hide from the caller (those a changed request added)."""
         self.reply = Reply(keep_text=capture)
-        self.reading = False
-        """Inside the stream's own ``next()``, which closes the response at the end."""
-        self.doomed = False
-        """The response was garbage-collected: the reaper ends the call."""
-        self.streaming = False
-        """A stream object was instrumented: it ends the call."""
+        self.phase = Phase.SENT
         self.request_id: str | None = None
         self.context: contextvars.Context | None = None
-        self.finalizer: weakref.finalize[Any, Any] | None = None
-        self._parsed = False
-        self._raw = False
-        self._seen = False
-        """We saw the reply (a body, or a stream's items): what it lacks, it did not carry."""
-        self._first = False
-        self._ended = False
+        self.finalizers: list[weakref.finalize[Any, Any]] = []
+        """Of the stream and its response: whichever is collected first ends the call."""
+
+    def report(self, context: str, exc: BaseException, *, reraise: bool = True) -> None:
+        """Report a fault of ours, naming the provider."""
+        report(self.provider.label, context, exc, reraise=reraise)
 
     # -- the request ---------------------------------------------------------------
     def post_parser(self, original: object) -> Callable[[Any], Any]:
@@ -106,28 +109,30 @@ class Tracker:
     def refused(self, reply: Any, exc: Exception) -> None:
         """The request's own post-parser refused ``reply``: fail with its usage known."""
         try:
-            self._seen = self.endpoint.result(self.reply, reply)
+            self.reply.seen = self.endpoint.result(self.reply, reply)
             self._record()
         except Exception as fault:
-            report("reading a refused reply", fault)
+            self.report("reading a refused reply", fault)
         self.failed(exc)
 
     def parsed(self, obj: Any) -> Any:
         """See the parsed reply: read a model, instrument a stream; return ``obj``."""
-        if self._parsed or self._ended:  # parse(to=...) again, or the call already ended
+        if self.phase not in _UNPARSED:  # parse(to=...) again, or the call already ended
             return obj
-        self._parsed = True
+        raw = self.phase is Phase.RAW
+        self.phase = Phase.PARSED
         try:
-            if _is_stream(obj):
-                self._seen = self.streaming = True
+            if isinstance(obj, self.provider.stream_types):
+                self.reply.seen = True
+                self.phase = Phase.STREAMING
                 self._note_request_id(obj)
                 instrument(obj, self)
             else:
-                self._seen = self.endpoint.result(self.reply, obj)
-                if self._raw:  # parsed by the user after request() returned
+                self.reply.seen = self.endpoint.result(self.reply, obj)
+                if raw:  # parsed by the user after request() returned
                     self.end()
         except Exception as exc:
-            report("reading a reply", exc)
+            self.report("reading a reply", exc)
         return obj
 
     def returned(self, result: Any) -> Any:
@@ -135,24 +140,24 @@ class Tracker:
         try:
             self._returned(result)
         except Exception as exc:
-            report("reading a response", exc)
+            self.report("reading a response", exc)
         return result
 
     def _returned(self, result: Any) -> None:
         self._note_request_id(result)
-        if self._parsed:
-            if not self.streaming:
+        if self.phase is not Phase.SENT:
+            if self.phase is Phase.PARSED:
                 self.end()
             return
         response = getattr(result, "http_response", None)
         if response is None:  # a bare HTTP response, or a shape we do not know
             self.end()
             return
-        self._raw = True
         if getattr(response, "is_closed", False) and not self.stream:
             self._parse_read_body(result, response)
             self.end()
             return
+        self.phase = Phase.RAW
         result.http_response = track(response, self)
 
     def _parse_read_body(self, result: Any, response: Any) -> None:
@@ -160,53 +165,59 @@ class Tracker:
         if not inspect.iscoroutinefunction(getattr(result, "parse", None)):
             with contextlib.suppress(Exception):  # the user's own parse() raises it again
                 result.parse()
-        if not self._parsed:
+        if self.phase is Phase.SENT:
             self._read_json(response)
 
     def _read_json(self, response: Any) -> None:
         """Read a body the user read without parse(), if it was JSON."""
         body = _json(response)
         if body is not None:
-            self._seen = self.endpoint.result(self.reply, body)
+            self.reply.seen = self.endpoint.result(self.reply, body)
 
     def failed(self, exc: BaseException) -> None:
         """The request or the stream raised ``exc``: log ``llm_call.failed``."""
-        if self._ended:
+        if self.phase is Phase.ENDED:
             return
-        self._ended = True
+        self.phase = Phase.ENDED
         try:
             self._detach()
             request_id = getattr(exc, "request_id", None) or self.request_id
             fields = {"request_id": request_id} if isinstance(request_id, str) else {}
             self.call.fail(exc, **fields)
         except Exception as fault:
-            report("logging a failed call", fault)
+            self.report("logging a failed call", fault)
 
     # -- streams -------------------------------------------------------------------
     def take(self, item: Any) -> bool:
-        """Read one streamed item; False to hide it (the usage chunk we asked for)."""
+        """Read one streamed item; False to hide it (an item our request change added)."""
         try:
-            if self.endpoint.item(self.reply, item) and not self._first:
-                self._first = True
+            reply = self.reply
+            if self.endpoint.item(reply, item) and not reply.started:
+                reply.started = True
                 self.call.first_token()
-            if self.hide_usage:
-                if is_usage_chunk(item):
-                    return False
-                _forget_null_usage(item)
+            hide = self.hide
+            if hide is not None and hide(item):
+                return False
         except Exception as exc:
-            report("reading a streamed item", exc)
+            self.report("reading a streamed item", exc)
         return True
 
     def closing(self, response: Any) -> None:
         """The HTTP response is being closed: the call ends, unless the stream ends it."""
-        if self.reading or self._ended or self.doomed:
+        phase = self.phase
+        if phase in _QUIET:
             return
         try:
-            if not self.stream and not self._parsed:  # a raw body read without parse()
+            if not self.stream and phase is Phase.RAW:  # a raw body read without parse()
                 self._read_json(response)
         except Exception as exc:
-            report("reading a closed response", exc)
+            self.report("reading a closed response", exc)
         self.end("closed")
+
+    def doom(self) -> None:
+        """The response was collected: from now on only the reaper ends the call."""
+        if self.phase is not Phase.ENDED:
+            self.phase = Phase.DOOMED
 
     def abandon(self) -> None:
         """The stream was garbage-collected: end the call in the request's context."""
@@ -218,9 +229,9 @@ class Tracker:
     # -- the one end ---------------------------------------------------------------
     def end(self, how: str | None = None) -> None:
         """Log ``llm_call.completed`` with what was received; ``how`` a stream ended."""
-        if self._ended:
+        if self.phase is Phase.ENDED:
             return
-        self._ended = True
+        self.phase = Phase.ENDED
         try:
             self._detach()
             self._record()
@@ -231,15 +242,19 @@ class Tracker:
                 fields["output_content"] = "".join(self.reply.text)
             self.call.finish(**fields)
         except Exception as exc:
-            report("logging a completed call", exc)
+            self.report("logging a completed call", exc)
 
     def _record(self) -> None:
         """Tell the call what the reply said; unseen output stays unknown, not zero."""
         reply = self.reply
-        count_text = reply.output_tokens is None and self.endpoint.has_output and self._seen
+        count_text = reply.output_tokens is None and self.endpoint.has_output and reply.seen
         self.call.record(
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
+            cached_input_tokens=reply.cached_input_tokens,
+            cache_write_input_tokens=reply.cache_write_input_tokens,
+            reasoning_tokens=reply.reasoning_tokens,
+            cost_usd=reply.cost_usd,
             text="".join(reply.text) if count_text else None,
             finish_reason=reply.finish_reason,
             response_model=reply.response_model,
@@ -247,26 +262,22 @@ class Tracker:
         )
 
     def _detach(self) -> None:
-        if self.finalizer is not None:
-            self.finalizer.detach()
+        for finalizer in self.finalizers:
+            finalizer.detach()
 
     def _note_request_id(self, obj: Any) -> None:
         if self.request_id is None:
-            self.request_id = _request_id(obj)
+            self.request_id = _request_id(obj, self.provider.request_id_header)
 
 
-def _is_stream(obj: object) -> bool:
-    return isinstance(obj, (Stream, AsyncStream))
-
-
-def _request_id(obj: object) -> str | None:
-    """The ``x-request-id`` of a parsed model, a raw response or a stream."""
+def _request_id(obj: object, header: str) -> str | None:
+    """The request id of a parsed model, a raw response or a stream."""
     found = getattr(obj, "_request_id", None)
     if isinstance(found, str):
         return found
     response = getattr(obj, "http_response", None) or getattr(obj, "response", None)
     get = getattr(getattr(response, "headers", None), "get", None)
-    found = get("x-request-id") if callable(get) else None
+    found = get(header) if callable(get) else None
     return found if isinstance(found, str) else None
 
 
@@ -276,20 +287,6 @@ def _json(response: Any) -> Any:
         return response.json()
     except Exception:  # not read, not JSON: nothing to learn
         return None
-
-
-def _forget_null_usage(chunk: Any) -> None:
-    """Undo the ``"usage": null`` that ``include_usage`` adds to every chunk.
-
-    Without it the key is absent, so ``model_fields_set`` (and ``to_dict()``,
-    ``model_dump(exclude_unset=True)``) must not list it either.
-    """
-    if getattr(chunk, "usage", 0) is None:
-        fields = getattr(chunk, "__pydantic_fields_set__", None)
-        if fields is None:
-            fields = getattr(chunk, "__fields_set__", None)  # pydantic 1
-        if isinstance(fields, set):
-            fields.discard("usage")
 
 
 __all__ = ["Tracker"]
