@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import runlog
 from runlog._payload import MARK, encode
+from runlog._scrub import Scrubber
 
 from support import rows
 
@@ -168,7 +169,11 @@ class TestPayloadConversion:
     def test_bytes_are_base64_and_marked(self, sync_db: Path) -> None:
         """Bytes of any content are stored one way: base64 text, listed under _runlog.base64."""
         runlog.log_event("x", {"raw": b"hi", "blob": bytearray(b"\xff\x00")})
-        assert last_payload(sync_db) == {"raw": "aGk=", "blob": "/wA=", MARK: {"base64": ["raw", "blob"]}}
+        assert last_payload(sync_db) == {
+            "raw": "aGk=",
+            "blob": "/wA=",
+            MARK: {"base64": ["raw", "blob"]},
+        }
 
     def test_unknown_objects_become_marked_reprs(self, sync_db: Path) -> None:
         """Arbitrary objects are stored as their repr and listed under _runlog.repr."""
@@ -252,7 +257,14 @@ class TestSizeCap:
 
 
 # Text both backends store as it is: no NUL, no lone surrogates (those are normalised).
-storable_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+storable_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+)
+# Keys stored as they are: storable, and not a secret's name (those are scrubbed).
+plain_keys = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=10,
+).filter(lambda key: not Scrubber().secret_key(key))
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -260,7 +272,7 @@ json_values = st.recursive(
     | st.floats(allow_nan=False, allow_infinity=False)
     | storable_text,
     lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(storable_text.filter(lambda k: len(k) <= 10), children, max_size=5)
+        st.lists(children, max_size=5) | st.dictionaries(plain_keys, children, max_size=5)
     ),
     max_leaves=25,
 )
@@ -287,7 +299,7 @@ anything = st.recursive(
 
 
 class TestPayloadProperties:
-    @given(st.dictionaries(storable_text.filter(lambda k: len(k) <= 10), json_values, max_size=8))
+    @given(st.dictionaries(plain_keys, json_values, max_size=8))
     def test_json_payloads_round_trip_exactly(self, payload: dict[str, Any]) -> None:
         """Any JSON-serialisable payload under the cap is stored exactly."""
         assert json.loads(encode(payload, 10**9)) == payload

@@ -343,11 +343,11 @@ class _Walker:
                 name = self._unique(self._convert_key(key), taken, out)
                 self.mark("keys", _join(path, name))
             where = _join(path, name)
-            if item is not None and item is not True and item is not False:
-                if self.scrubber.secret_key(name):
-                    self.mark("scrubbed", where)
-                    out[name] = _scrub.SCRUBBED
-                    continue
+            keeps_nothing = item is None or item is True or item is False
+            if not keeps_nothing and self.scrubber.secret_key(name):
+                self.mark("scrubbed", where)
+                out[name] = _scrub.SCRUBBED
+                continue
             out[name] = self.value(item, where, depth + 1)
         return out
 
@@ -484,10 +484,9 @@ def _marker(
     A payload's own ``_runlog`` (runlog's tracing puts ``hook_error`` there) is kept and
     extended; anything but an object is kept as ``user_value``.
     """
-    if isinstance(given, dict):
-        out = dict(given)
-    else:
-        out = {} if given is None else {"user_value": given}
+    out = dict(given) if isinstance(given, dict) else {}
+    if given is not None and not isinstance(given, dict):
+        out["user_value"] = given
     for category in _CATEGORIES:
         paths = marks.get(category)
         if not paths:
@@ -517,8 +516,8 @@ def _truncate(plain: dict[str, Any], marks: dict[str, list[str]], size: int, cap
     extra = {"original_bytes": size}
     overhead = len(f',"{MARK}":')
     for limit in (_MARK_PATHS, 5, 1, 0):
-        fitter = _Fitter()
-        probe = _marker(given, {**marks, "truncated": [*marks["truncated"], "?" * 60]}, extra, limit)
+        room = [*marks["truncated"], "?" * 60]  # room for a path the cut will add
+        probe = _marker(given, {**marks, "truncated": room}, extra, limit)
         budget = cap - _size(probe) - overhead
         for _ in range(4):
             fitter = _Fitter()

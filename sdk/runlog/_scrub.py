@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ._errors import ConfigurationError
+
 SCRUBBED = "[scrubbed]"
 DEFAULT_PATTERNS: tuple[str, ...] = (
     "password",
@@ -48,7 +50,8 @@ class Scrubber:
 
     def __init__(self, extra: Iterable[str] = (), *, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.patterns = (*DEFAULT_PATTERNS, *extra)
+        self.extra = tuple(extra)
+        self.patterns = (*DEFAULT_PATTERNS, *self.extra)
         # ASCII: every match is then made of ASCII characters only, which JSON text
         # writes as they are, so a key's match can also be found in encoded text.
         self._key = re.compile("|".join(f"(?:{p})" for p in self.patterns), re.I | re.A)
@@ -107,6 +110,21 @@ class Scrubber:
         """A copy of ``values`` with URL passwords removed from its string values."""
         return {k: self.url(v) if isinstance(v, str) else v for k, v in values.items()}
 
+    def identity(self, identity: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``process.started`` payload with its argv and URLs scrubbed."""
+        out = self.strings(identity)
+        argv = out.get("argv")
+        if isinstance(argv, list):
+            out["argv"] = self.argv(argv)
+        return out
+
+
+def for_config(setting: bool | tuple[str, ...]) -> Scrubber:
+    """The scrubber a resolved ``Config.scrub`` describes."""
+    if setting is False:
+        return Scrubber(enabled=False)
+    return Scrubber(() if setting is True else setting)
+
 
 def from_setting(setting: bool | Sequence[str] | str | None) -> Scrubber:
     """The scrubber for ``init(scrub=...)`` or, when not given, ``RUNLOG_SCRUB``."""
@@ -131,8 +149,6 @@ def from_setting(setting: bool | Sequence[str] | str | None) -> Scrubber:
         try:
             re.compile(pattern)
         except re.error as exc:
-            from ._errors import ConfigurationError
-
             raise ConfigurationError(f"scrub pattern {pattern!r} is not a regex: {exc}") from None
     return Scrubber(extra)
 
@@ -151,4 +167,13 @@ def use(scrubber: Scrubber) -> None:
     _active = scrubber
 
 
-__all__ = ["DEFAULT_PATTERNS", "ENV_VAR", "SCRUBBED", "Scrubber", "active", "from_setting", "use"]
+__all__ = [
+    "DEFAULT_PATTERNS",
+    "ENV_VAR",
+    "SCRUBBED",
+    "Scrubber",
+    "active",
+    "for_config",
+    "from_setting",
+    "use",
+]
