@@ -528,11 +528,29 @@ class TestErrors:
         self.check(proc, 1, f"runlog: error: no run 999 in sqlite:///{scenario}")
 
     @pytest.mark.parametrize(
-        "args", [[], ["frobnicate"], ["show"], ["show", "abc"], ["tail", "-n", "-1"]]
+        "args",
+        [
+            [],
+            ["frobnicate"],
+            ["show"],
+            ["show", "abc"],
+            ["tail", "-n", "-1"],
+            ["tail", "--run", str(2**63)],
+            ["tail", "--run", "0"],
+            ["tree", str(2**64)],
+            ["show", "-5"],
+            ["tail", "-n", str(10**30)],
+            ["tree", "-n", str(2**63)],
+            ["tail", "--type", "a\x1b[2J"],
+            ["tail", "--db", "x\x1b]0;title\x07"],
+        ],
     )
     def test_usage_errors_exit_2(self, args: list[str]) -> None:
-        """A missing or bad argument is argparse's message and status 2."""
-        self.check(runlog_process(*args), 2, "usage: runlog")
+        """A missing or bad argument (an id past 64 bits too) is one escaped line, status 2."""
+        proc = runlog_process(*args)
+        self.check(proc, 2, "runlog")
+        assert len(proc.stderr.splitlines()) == 1 and "\x1b" not in proc.stderr
+        assert "error:" in proc.stderr and "--help" in proc.stderr
 
     def test_reading_changes_nothing(self, scenario: Path, cli: Run) -> None:
         """Every command leaves the table, its schema version and the folder as they were."""

@@ -24,7 +24,7 @@ from .._store import Reader, StoreBusy, StoreFault, redact_url
 from . import _show, _stats, _tail, _tree
 from ._args import build_parser
 from ._db import CLIError, open_reader, resolve_db
-from ._output import Output
+from ._output import EscapingReader, Output
 
 COMMANDS = {c.name: c for c in (_tree.COMMAND, _tail.COMMAND, _stats.COMMAND, _show.COMMAND)}
 
@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reader: Reader | None = None
     try:
         reader = open_reader(db, source)
+        if not args.json:  # everything people read from the table comes escaped
+            reader = EscapingReader(reader.store)
         return COMMANDS[args.command].run(reader, args, out)
     except (CLIError, RunlogError) as exc:
         return out.error(str(exc))

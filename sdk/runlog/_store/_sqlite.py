@@ -269,11 +269,9 @@ def _check_ours(conn: sqlite3.Connection, name: str) -> None:
     columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(events)"))
     if not columns and version == 0:
         return  # a new file, or a database without runlog's table yet
-    if columns == _COLUMNS and 1 <= version:
+    if columns == _COLUMNS and version >= 1:
         return
-    found = (
-        f"an events table with columns ({', '.join(columns)})" if columns else "no events table"
-    )
+    found = f"an events table with columns ({', '.join(columns)})" if columns else "no events table"
     raise ForeignDatabase(
         f"{name!r} is not a runlog database: it has {found} and schema version "
         f"(PRAGMA user_version) {version}; runlog left it unchanged. Point RUNLOG_DB "
