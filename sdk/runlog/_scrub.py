@@ -42,6 +42,7 @@ _OFF = {"0", "false", "no", "off"}
 _ON = {"", "1", "true", "yes", "on"}
 _CACHE_LIMIT = 10_000
 _URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^/?#@\s:]*:)([^/?#@\s]+)(@)", re.IGNORECASE)
+_FLAG = re.compile(r"[A-Za-z0-9_.-]+")  # a flag's or a variable's name, not a URL
 _QUERY = re.compile(r"([?&])([^=&#\s]+)=([^&#\s]*)")
 
 
@@ -98,7 +99,7 @@ class Scrubber:
                 continue
             name, eq, value = arg.partition("=")
             flag = name.lstrip("-")
-            if self.enabled and flag and self.secret_key(flag):
+            if self.enabled and _FLAG.fullmatch(flag) and self.secret_key(flag):
                 if eq:
                     out.append(f"{name}={SCRUBBED}" if value else arg)
                     continue
