@@ -88,7 +88,7 @@ class BadDump:
     """A pydantic-like model whose model_dump raises."""
 
     def model_dump(self, **_: Any) -> dict[str, Any]:
-        raise ValueError("model_dump")
+        raise RuntimeError("model_dump")
 
 
 class BadOrder:
