@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runlog
+from runlog import _payload
 from runlog._cli import main
 from runlog._payload import MARK, clean_text, encode
 from runlog._runs import _state
@@ -146,6 +147,30 @@ HOSTILE: dict[str, Any] = {
     "raising_str_and_repr": BadStr(),
     "raising_attribute_access": BadAttribute(),
 }
+
+
+class TestFastPath:
+    """The common payloads go through the C encoder alone: the slow path is not taken."""
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {"task_id": 7, "queue": "default", "attempt": 1, "ok": True, "score": 0.5, "x": None},
+            {"model_name": "gpt-4o-mini", "input_tokens": 3, "token_source": "usage"},
+            {"span_id": 2, "parent_span_id": 1, "fields": {"task": {"id": 7}}, "tags": [1, "a"]},
+            {"text": "héllo wörld \U0001f600", MARK: {"hook_error": ["x"]}},
+        ],
+    )
+    def test_common_payloads_stay_on_the_fast_path(
+        self, payload: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No walk, no per-value Python work: the text is the C encoder's."""
+
+        def no_slow_path(*_: Any, **__: Any) -> str:
+            raise AssertionError("the slow path was taken")
+
+        monkeypatch.setattr(_payload, "_slow", no_slow_path)
+        assert json.loads(encode(payload, CAP)) == payload
 
 
 class TestNeverRaises:

@@ -253,3 +253,21 @@ class TestForeignFiles:
         reset_for_tests()
         runlog.init(db=str(db_path), sync=True)
         assert len(rows(db_path)) == 2
+
+    def test_foreign_events_table_on_postgresql_is_left_alone(self, pg_url: str) -> None:
+        """PostgreSQL: an unrelated events table is refused, no table or index added."""
+        import psycopg
+
+        catalog = (
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = current_schema() ORDER BY 1"
+        )
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE events (id SERIAL PRIMARY KEY, name TEXT, timestamp TEXT)")
+            conn.execute("INSERT INTO events (name, timestamp) VALUES ('launch', 'today')")
+            before = conn.execute(catalog).fetchall(), conn.execute("TABLE events").fetchall()
+        with pytest.raises(runlog.ConfigurationError, match=r"columns \(id, name, timestamp\)"):
+            runlog.init(db=pg_url)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            after = conn.execute(catalog).fetchall(), conn.execute("TABLE events").fetchall()
+        assert after == before

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import ConfigurationError
-from ._base import Row, StoreBusy, StoreFault
+from ._base import COLUMNS, ForeignDatabase, Row, StoreBusy, StoreFault
 from ._schema import migrations
 
 T = TypeVar("T")
@@ -252,11 +252,6 @@ class SQLiteStore:
 
 
 _abandoned: list[Any] = []
-_COLUMNS = ("id", "timestamp", "run_id", "parent_run_id", "event_type", "payload")
-
-
-class ForeignDatabase(StoreFault):
-    """The file is another application's database: runlog must not touch it."""
 
 
 def _check_ours(conn: sqlite3.Connection, name: str) -> None:
@@ -265,11 +260,15 @@ def _check_ours(conn: sqlite3.Connection, name: str) -> None:
     Another application's database (an ``events`` table of its own, or a schema version
     of its own) is left exactly as it was, journal mode included.
     """
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(events)"))
+    conn.execute("BEGIN")  # one snapshot: another process may be creating the schema
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(events)"))
+    finally:
+        conn.execute("COMMIT")
     if not columns and version == 0:
         return  # a new file, or a database without runlog's table yet
-    if columns == _COLUMNS and version >= 1:
+    if columns == COLUMNS and version >= 1:
         return
     found = f"an events table with columns ({', '.join(columns)})" if columns else "no events table"
     raise ForeignDatabase(
