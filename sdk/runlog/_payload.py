@@ -64,7 +64,6 @@ _KEY_CACHE_LIMIT = 10_000
 _BAD_TEXT = re.compile(
     r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f]"
 )
-_SUSPECT = re.compile(r"\\u(?:0000|d[89a-f])")
 # Any "key": in JSON text (values containing '":' give extra candidates: harmless).
 _KEY_IN_TEXT = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)":')
 # What json writes for a key that was not a string: 1, 1.5, true, false, null, NaN...
@@ -166,35 +165,18 @@ def _text_keys_plain(text: str, scrubber: _scrub.Scrubber) -> bool:
     return True
 
 
-def _fast(payload: Mapping[str, Any]) -> str | None:
-    """The payload's JSON from the C encoder, or None if it needs the slow path.
+def _suspect(text: str) -> bool:
+    """Whether JSON text may hold a NUL or a lone surrogate (cheap: two substring searches)."""
+    return "\\ud" in text or "\\u0000" in text
 
-    Per event: a set look-up per top-level key; the rest are substring searches in C,
-    except for payloads holding objects (their keys are checked too).
-    """
-    if type(payload) is not dict:
-        return None
-    scrubber = _scrub._active
-    if not scrubber.plain_keys.issuperset(payload):
-        for key in payload:
-            if key not in scrubber.plain_keys and not _plain_key(key, scrubber):
-                return None
+
+def _nested_plain(payload: dict[str, Any], text: str, scrubber: _scrub.Scrubber) -> bool:
+    """For a payload holding objects: whether no key inside needs the slow path."""
     try:
-        text = _fast_encode(payload)
-    except Exception:  # anything a user's object does: the slow path handles it
-        return None
-    if text.find("{", 1) >= 0:
-        try:
-            plain = _nested_keys_plain(payload.values(), scrubber)
-        except RecursionError:
-            return None
-        if plain is None:
-            plain = _text_keys_plain(text, scrubber)
-        if not plain:
-            return None
-    if "\\u" in text and _SUSPECT.search(text) and _BAD_TEXT.search(text):
-        return None
-    return text
+        plain = _nested_keys_plain(payload.values(), scrubber)
+    except RecursionError:
+        return False
+    return _text_keys_plain(text, scrubber) if plain is None else plain
 
 
 # -- the slow path ------------------------------------------------------------------
@@ -533,14 +515,28 @@ def _truncate(plain: dict[str, Any], marks: dict[str, list[str]], size: int, cap
 
 
 def encode(payload: Mapping[str, Any] | None, cap: int) -> str:
-    """Return the JSON text for ``payload``; never raises for any value inside it."""
+    """Return the JSON text for ``payload``; never raises for any value inside it.
+
+    The fast path, inline because it runs for every event: a set look-up of the
+    top-level keys (cached: a str, not a secret's name), the C encoder, then substring
+    searches in C for nested objects (their keys are checked too) and for NUL or lone
+    surrogates.  Anything else, or any exception at all, takes the slow path.
+    """
     if not payload:
         return _EMPTY
-    text = _fast(payload)
-    if text is not None:
-        if len(text) <= cap:  # ASCII: characters are bytes
-            return text
-        return _slow(payload, cap, size=len(text))
+    if type(payload) is dict:
+        scrubber = _scrub._active
+        if scrubber.plain_keys.issuperset(payload) or all(
+            key in scrubber.plain_keys or _plain_key(key, scrubber) for key in payload
+        ):
+            try:
+                text = _fast_encode(payload)
+            except Exception:  # anything a user's object does: the slow path handles it
+                return _slow(payload, cap)
+            if (text.find("{", 1) < 0 or _nested_plain(payload, text, scrubber)) and (
+                "\\" not in text or not _suspect(text) or not _BAD_TEXT.search(text)
+            ):
+                return text if len(text) <= cap else _slow(payload, cap, size=len(text))
     return _slow(payload, cap)
 
 

@@ -241,7 +241,7 @@ def init(
     are added to the ``process.started`` payload.  ``thread_context=False`` stops
     threads and thread pools started inside a span from running in its context.
     ``scrub=False`` stores secrets as they are; a list of regular expressions adds key
-    patterns to the default ones (see README, "Secrets").
+    patterns to the default ones (README, "The data boundary").
 
     Raises :class:`ConfigurationError` for a bad setting or unusable path,
     :class:`StoreUnavailableError` if the database stays locked or unreachable past
