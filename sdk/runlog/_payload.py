@@ -511,7 +511,7 @@ def _truncate(plain: dict[str, Any], marks: dict[str, list[str]], size: int, cap
             if len(text) <= cap:
                 return text
             budget -= len(text) - cap
-    return _dumps({MARK: {"truncated": True, "original_bytes": size}})
+    return _dumps({MARK: {"truncated": [""], "original_bytes": size}})  # "": all of it
 
 
 def encode(payload: Mapping[str, Any] | None, cap: int) -> str:
