@@ -264,7 +264,7 @@ storable_text = st.text(
 plain_keys = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
     max_size=10,
-).filter(lambda key: not Scrubber().secret_key(key))
+).filter(lambda key: key != MARK and not Scrubber().secret_key(key))
 json_values = st.recursive(
     st.none()
     | st.booleans()

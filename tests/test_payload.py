@@ -158,7 +158,7 @@ class TestFastPath:
             {"task_id": 7, "queue": "default", "attempt": 1, "ok": True, "score": 0.5, "x": None},
             {"model_name": "gpt-4o-mini", "input_tokens": 3, "token_source": "usage"},
             {"span_id": 2, "parent_span_id": 1, "fields": {"task": {"id": 7}}, "tags": [1, "a"]},
-            {"text": "héllo wörld \U0001f600", MARK: {"hook_error": ["x"]}},
+            {"text": "héllo wörld \U0001f600", "quote": 'say "hi"\n'},
         ],
     )
     def test_common_payloads_stay_on_the_fast_path(
@@ -232,6 +232,14 @@ class TestInPlace:
         stored = logged({"small": 1, "big": "y" * 1_000_000}, db_path)
         assert stored["small"] == 1
         assert 60_000 < len(stored["big"]) < CAP
+
+    def test_a_payloads_own_marker_is_runlogs_object(self) -> None:
+        """_runlog in a payload is kept as runlog's object: a dict is extended, else wrapped."""
+        assert json.loads(encode({MARK: 5, "a": 1}, CAP)) == {"a": 1, MARK: {"user_value": 5}}
+        assert json.loads(encode({MARK: {"hook_error": ["e"]}, "x": math.nan}, CAP)) == {
+            "x": "NaN",
+            MARK: {"hook_error": ["e"], "repr": ["x"]},
+        }
 
     def test_the_marker_is_never_cut(self, db_path: Path) -> None:
         """runlog's _runlog object survives truncation whole, with what the payload put there."""

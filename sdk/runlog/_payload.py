@@ -124,8 +124,11 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain_key(key: object, scrubber: _scrub.Scrubber) -> bool:
-    """Whether ``key`` (not yet in the cache) may be written as it is; cache it if so."""
-    if type(key) is not str or scrubber.secret_key(key):
+    """Whether ``key`` (not yet in the cache) may be written as it is; cache it if so.
+
+    ``_runlog`` never is: the slow path makes the payload's own marker runlog's object.
+    """
+    if type(key) is not str or key == MARK or scrubber.secret_key(key):
         return False
     known = scrubber.plain_keys
     if len(known) >= _KEY_CACHE_LIMIT:  # keys made of data: keep memory bounded
