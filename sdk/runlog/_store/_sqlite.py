@@ -268,7 +268,7 @@ def _check_ours(conn: sqlite3.Connection, name: str) -> None:
         conn.execute("COMMIT")
     if not columns and version == 0:
         return  # a new file, or a database without runlog's table yet
-    if columns == COLUMNS and version >= 1:
+    if columns[: len(COLUMNS)] == COLUMNS and version >= 1:  # runlog's, maybe newer
         return
     found = f"an events table with columns ({', '.join(columns)})" if columns else "no events table"
     raise ForeignDatabase(
