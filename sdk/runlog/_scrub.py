@@ -4,7 +4,7 @@ Scrubbing is on by default, the way Logfire scrubs: a value whose key matches on
 :data:`DEFAULT_PATTERNS` (case-insensitive, at any depth of a payload) is replaced by
 :data:`SCRUBBED` and its path listed under ``_runlog.scrubbed``.  ``process.started``
 also gets its ``argv`` scrubbed (the value after ``--password``, ``--api-key=...``)
-and passwords inside URLs (``postgresql://user:***@host``) in argv and identity values;
+and passwords inside URLs (``postgresql://user:[scrubbed]@host``) in argv and identity values;
 ``record_args`` values get the URL rule too.
 
 ``init(scrub=...)`` or ``RUNLOG_SCRUB`` changes it: ``False`` / ``0`` turns scrubbing
@@ -53,8 +53,7 @@ class Scrubber:
         self.enabled = enabled
         self.extra = tuple(extra)
         self.patterns = (*DEFAULT_PATTERNS, *self.extra)
-        # ASCII: every match is then made of ASCII characters only, which JSON text
-        # writes as they are, so a key's match can also be found in encoded text.
+        # ASCII case folding only: a Kelvin sign or a long s is not a k or an s.
         self._key = re.compile("|".join(f"(?:{p})" for p in self.patterns), re.I | re.A)
         self._secret: dict[str, bool] = {}
         self.plain_keys: set[str] = set()
