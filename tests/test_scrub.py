@@ -210,3 +210,16 @@ class TestFolders:
         for folder in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
         assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+class TestCapture:
+    def test_capture_restores_the_applications_scrubbing(self, db_path: Path) -> None:
+        """runlog.testing.capture() scrubs by default and gives the app's setting back."""
+        from runlog.testing import capture
+
+        runlog.init(db=str(db_path), sync=True, scrub=False)
+        with capture() as events:
+            runlog.log_event("inside", {"password": "p"})
+        runlog.log_event("after", {"password": "p"})
+        assert events.of_type("inside")[0].payload["password"] == SCRUBBED
+        assert rows(db_path)[-1]["payload"] == {"password": "p"}
