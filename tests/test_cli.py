@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import sqlite3
@@ -537,11 +538,29 @@ class TestErrors:
         self.check(proc, 1, f"runlog: error: no run 999 in sqlite:///{scenario}")
 
     @pytest.mark.parametrize(
-        "args", [[], ["frobnicate"], ["show"], ["show", "abc"], ["tail", "-n", "-1"]]
+        "args",
+        [
+            [],
+            ["frobnicate"],
+            ["show"],
+            ["show", "abc"],
+            ["tail", "-n", "-1"],
+            ["tail", "--run", str(2**63)],
+            ["tail", "--run", "0"],
+            ["tree", str(2**64)],
+            ["show", "-5"],
+            ["tail", "-n", str(10**30)],
+            ["tree", "-n", str(2**63)],
+            ["tail", "--type", "a\x1b[2J"],
+            ["tail", "--db", "x\x1b]0;title\x07"],
+        ],
     )
     def test_usage_errors_exit_2(self, args: list[str]) -> None:
-        """A missing or bad argument is argparse's message and status 2."""
-        self.check(runlog_process(*args), 2, "usage: runlog")
+        """A missing or bad argument (an id past 64 bits too) is one escaped line, status 2."""
+        proc = runlog_process(*args)
+        self.check(proc, 2, "runlog")
+        assert len(proc.stderr.splitlines()) == 1 and "\x1b" not in proc.stderr
+        assert "error:" in proc.stderr and "--help" in proc.stderr
 
     def test_reading_changes_nothing(self, scenario: Path, cli: Run) -> None:
         """Every command leaves the table, its schema version and the folder as they were."""
@@ -587,3 +606,78 @@ class TestPostgres:
             assert answers[0] == answers[1], args
         code, out, _ = cli("show", "--db", pg_url, "999")
         assert code == 1
+
+
+HOSTILE_TEXT = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202eevil\r\x08[red]x[/][/bogus]"
+HOSTILE_RUN = f"""
+import runlog
+H = {HOSTILE_TEXT!r}
+runlog.init(role="worker" + H, instance_id="w" + H, version=H, sync=True)
+runlog.log_event("task" + H, {{"note": H, "k" + H: [H, {{"deep": H}}]}})
+with runlog.llm_call("gpt" + H) as call:
+    call.record(input_tokens=1, output_tokens=2)
+with runlog.span("job" + H.replace(".", "")):
+    pass
+raise RuntimeError(H)
+"""
+# Characters that must never reach a terminal from the data.
+UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.fixture(scope="module")
+def hostile_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database whose run, events, payloads, model and exit error hold control sequences."""
+    db = tmp_path_factory.mktemp("hostile") / "events.db"
+    python(HOSTILE_RUN, None, check=False, RUNLOG_DB=str(db))
+    return db
+
+
+def strings(data: Any) -> list[str]:
+    """Every string in decoded JSON, keys included."""
+    if isinstance(data, dict):
+        return [*data, *(s for v in data.values() for s in strings(v))]
+    if isinstance(data, list):
+        return [s for v in data for s in strings(v)]
+    return [data] if isinstance(data, str) else []
+
+
+class TestEscapes:
+    """Defect 6: data in the table drove the terminal of whoever ran the command."""
+
+    @pytest.mark.parametrize("command", ["tree", "tail", "show 1", "stats", "tree 1"])
+    def test_control_characters_are_shown_escaped(
+        self, command: str, cli: Run, hostile_db: Path
+    ) -> None:
+        """Every command prints \\x1b where the data has ESC, and markup as text."""
+        code, out, err = cli(*command.split(), "--db", hostile_db)
+        assert code == 0, err
+        assert not UNSAFE.search(out), repr(out)
+        assert "\\x1b[2J" in out and "\\x9b" in out and "\\u202e" in out
+        if command != "stats":
+            assert "[red]x[/][/bogus]" in out
+
+    @pytest.mark.parametrize("command", ["tree", "tail", "show 1", "stats"])
+    def test_json_keeps_the_data_and_escapes_it(
+        self, command: str, cli: Run, hostile_db: Path
+    ) -> None:
+        """--json output holds the exact text, with every control character as \\u escape."""
+        code, out, _ = cli(*command.split(), "--db", hostile_db, "--json")
+        assert code == 0
+        assert not UNSAFE.search(out.replace("\n", "")), repr(out)
+        lines = out.splitlines() if command == "tail" else [out]
+        decoded = [json.loads(line) for line in lines]
+        assert any(HOSTILE_TEXT in text for text in strings(decoded)), out
+
+    def test_messages_are_escaped(self, tmp_path: Path) -> None:
+        """An error quoting a path with control characters prints them escaped."""
+        proc = runlog_process("tree", "--db", str(tmp_path / "nothing.db"), "--json")
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+        env_db = str(tmp_path / "x\x1b[2J.db")
+        proc = subprocess.run(
+            [sys.executable, "-m", "runlog", "tree"],
+            env=child_env(RUNLOG_DB=env_db),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1 and "\x1b" not in proc.stderr and "\\x1b[2J" in proc.stderr

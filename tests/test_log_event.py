@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import runlog
 from runlog._payload import MARK, encode
+from runlog._scrub import Scrubber
 
 from support import rows
 
@@ -134,7 +135,7 @@ class TestPayloadConversion:
         assert last_payload(sync_db) == {"a": 1}
 
     def test_known_types_convert_without_marks(self, sync_db: Path) -> None:
-        """datetime, Decimal, UUID, sets, enums, dataclasses, bytes, paths become JSON values."""
+        """datetime, Decimal, UUID, sets, enums, dataclasses, paths become JSON values."""
         when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
         ident = uuid.UUID(int=1)
         runlog.log_event(
@@ -147,8 +148,6 @@ class TestPayloadConversion:
                 "tags": {"b", "a"},
                 "color": Color.RED,
                 "point": Point(1, 2),
-                "raw": b"hi",
-                "blob": b"\xff\x00",
                 "path": Path("/tmp/x"),
                 "wait": datetime.timedelta(seconds=1.5),
                 "tuple": (1, 2),
@@ -162,11 +161,18 @@ class TestPayloadConversion:
             "tags": ["a", "b"],
             "color": "red",
             "point": {"x": 1, "y": 2},
-            "raw": "hi",
-            "blob": "base64:/wA=",
             "path": "/tmp/x",
             "wait": 1.5,
             "tuple": [1, 2],
+        }
+
+    def test_bytes_are_base64_and_marked(self, sync_db: Path) -> None:
+        """Bytes of any content are stored one way: base64 text, listed under _runlog.base64."""
+        runlog.log_event("x", {"raw": b"hi", "blob": bytearray(b"\xff\x00")})
+        assert last_payload(sync_db) == {
+            "raw": "aGk=",
+            "blob": "/wA=",
+            MARK: {"base64": ["raw", "blob"]},
         }
 
     def test_unknown_objects_become_marked_reprs(self, sync_db: Path) -> None:
@@ -250,14 +256,23 @@ class TestSizeCap:
         assert json.loads(encode({"t": "x" * 900}, 1000)) == {"t": "x" * 900}
 
 
+# Text both backends store as it is: no NUL, no lone surrogates (those are normalised).
+storable_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+)
+# Keys stored as they are: storable, and not a secret's name (those are scrubbed).
+plain_keys = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=10,
+).filter(lambda key: key != MARK and not Scrubber().secret_key(key))
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+    | storable_text,
     lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+        st.lists(children, max_size=5) | st.dictionaries(plain_keys, children, max_size=5)
     ),
     max_leaves=25,
 )
@@ -284,7 +299,7 @@ anything = st.recursive(
 
 
 class TestPayloadProperties:
-    @given(st.dictionaries(st.text(max_size=10), json_values, max_size=8))
+    @given(st.dictionaries(plain_keys, json_values, max_size=8))
     def test_json_payloads_round_trip_exactly(self, payload: dict[str, Any]) -> None:
         """Any JSON-serialisable payload under the cap is stored exactly."""
         assert json.loads(encode(payload, 10**9)) == payload

@@ -194,3 +194,80 @@ class TestBadConfiguration:
         """init() with a wrongly typed argument raises TypeError at once."""
         with pytest.raises(TypeError, match="sync"):
             runlog.init(sync="yes")  # type: ignore[arg-type]
+
+
+def foreign_database(path: Path, *, events: bool = True, version: int = 0) -> bytes:
+    """Another application's SQLite file (rollback journal, its own tables); its bytes."""
+    conn = sqlite3.connect(path)
+    if events:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT, at TEXT)")
+        conn.execute("INSERT INTO events (name, at) VALUES ('launch', '2026-01-01')")
+    else:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+class TestForeignFiles:
+    """Defect 5: a failed init() switched another application's file to WAL for good."""
+
+    def test_foreign_events_table_is_left_byte_identical(self, tmp_path: Path) -> None:
+        """An unrelated events table: a clear error naming what was found, nothing changed."""
+        path = tmp_path / "app.db"
+        before = foreign_database(path)
+        with pytest.raises(runlog.ConfigurationError) as caught:
+            runlog.init(db=str(path))
+        message = str(caught.value)
+        assert "not a runlog database" in message and "columns (id, name, at)" in message
+        assert "user_version) 0" in message and str(path) in message
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal, no -shm
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        conn.close()
+
+    def test_another_applications_versioned_file_is_left_alone(self, tmp_path: Path) -> None:
+        """No events table but a schema version of its own: not runlog's to migrate."""
+        path = tmp_path / "app.db"
+        before = foreign_database(path, events=False, version=7)
+        with pytest.raises(runlog.ConfigurationError, match="no events table"):
+            runlog.init(db=str(path))
+        assert path.read_bytes() == before
+
+    def test_implicit_run_on_a_foreign_file_changes_nothing(self, tmp_path: Path) -> None:
+        """Without init(), the event is dropped and reported once; the file stays as it was."""
+        path = tmp_path / "app.db"
+        before = foreign_database(path)
+        proc = python("import runlog; runlog.log_event('x', {'a': 1})", path)
+        assert "not a runlog database" in proc.stderr
+        assert path.read_bytes() == before
+
+    def test_runlog_database_at_an_older_version_is_still_ours(self, db_path: Path) -> None:
+        """The check accepts runlog's own files at every schema version."""
+        runlog.init(db=str(db_path), sync=True)
+        runlog.flush()
+        from runlog._runs import reset_for_tests
+
+        reset_for_tests()
+        runlog.init(db=str(db_path), sync=True)
+        assert len(rows(db_path)) == 2
+
+    def test_foreign_events_table_on_postgresql_is_left_alone(self, pg_url: str) -> None:
+        """PostgreSQL: an unrelated events table is refused, no table or index added."""
+        import psycopg
+
+        catalog = (
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = current_schema() ORDER BY 1"
+        )
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE events (id SERIAL PRIMARY KEY, name TEXT, timestamp TEXT)")
+            conn.execute("INSERT INTO events (name, timestamp) VALUES ('launch', 'today')")
+            before = conn.execute(catalog).fetchall(), conn.execute("TABLE events").fetchall()
+        with pytest.raises(runlog.ConfigurationError, match=r"columns \(id, name, timestamp\)"):
+            runlog.init(db=pg_url)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            after = conn.execute(catalog).fetchall(), conn.execute("TABLE events").fetchall()
+        assert after == before

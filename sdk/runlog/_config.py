@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._scrub import ENV_VAR as SCRUB_ENV
+from ._scrub import from_setting
 
 DEFAULT_DB = "runlog.db"
 
@@ -36,6 +38,8 @@ class Config:
     """Seconds the background writer waits before writing a partial batch."""
     thread_context: bool = True
     """Threads and thread pools started inside a span run in the starter's context."""
+    scrub: bool | tuple[str, ...] = True
+    """Scrub secrets (True), not at all (False), or also under these key patterns."""
     identity: Mapping[str, Any] = field(default_factory=dict)
     """Extra fields for the ``process.started`` payload."""
 
@@ -112,9 +116,21 @@ def resolve(overrides: Mapping[str, Any], identity: Mapping[str, Any] | None = N
             value = float(value)
         _check(name, value)
         values[name] = value
+    values["scrub"] = _scrub_setting(overrides.get("scrub"))
     if identity:
         values["identity"] = dict(identity)
     return Config(**values)
+
+
+def _scrub_setting(given: object) -> bool | tuple[str, ...]:
+    """``init(scrub=...)``, else ``RUNLOG_SCRUB`` (0/1, or comma-separated extra patterns)."""
+    if given is not None and not isinstance(given, bool | list | tuple):
+        raise TypeError(
+            "runlog.init(scrub=...) expects True, False or a list of regular expressions, "
+            f"got {type(given).__name__}"
+        )
+    scrubber = from_setting(given if given is not None else os.environ.get(SCRUB_ENV))
+    return scrubber.extra if scrubber.enabled else False
 
 
 __all__ = ["DEFAULT_DB", "Config", "resolve"]

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from . import _errors, _lifecycle
+from . import _errors, _lifecycle, _scrub
 from ._config import Config, resolve
 from ._errors import ConfigurationError, StoreUnavailableError, forget_warning, warn_once
 from ._payload import encode
@@ -78,6 +78,7 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        _scrub.use(_scrub.for_config(config.scrub))
         self.store: Store = open_store(config.db, lock_timeout=config.lock_timeout)
         self.persister = Persister(self.store, config.lock_timeout)
         self.sink: Sink = self._make_sink()
@@ -122,7 +123,7 @@ class Runtime:
         if _state.forked_from is not None:
             identity["forked_from_pid"] = _state.forked_from
         identity.update(cfg.identity)
-        payload = encode(identity, self.cap)
+        payload = encode(_scrub.active().identity(identity), self.cap)
         ts = _now()
         run_id = self.persister.call(lambda: self.store.start_run(ts, parent_run_id, payload))
         self.run = Run(run_id, parent_run_id, cfg.role, cfg.instance_id, os.getpid(), explicit)
@@ -271,6 +272,7 @@ def init(
     max_payload_bytes: int | None = None,
     queue_size: int | None = None,
     thread_context: bool | None = None,
+    scrub: bool | list[str] | tuple[str, ...] | None = None,
     **identity: Any,
 ) -> int:
     """Start this process's run: log ``process.started`` and return its id, the ``run_id``.
@@ -279,6 +281,8 @@ def init(
     (an SQLite file ``runlog.db`` in the working directory).  Extra keyword arguments
     are added to the ``process.started`` payload.  ``thread_context=False`` stops
     threads and thread pools started inside a span from running in its context.
+    ``scrub=False`` stores secrets as they are; a list of regular expressions adds key
+    patterns to the default ones (README, "The data boundary").
 
     Raises :class:`ConfigurationError` for a bad setting or unusable path,
     :class:`StoreUnavailableError` if the database stays locked or unreachable past
@@ -295,6 +299,7 @@ def init(
             "max_payload_bytes": max_payload_bytes,
             "queue_size": queue_size,
             "thread_context": thread_context,
+            "scrub": scrub,
         },
         identity,
     )

@@ -33,6 +33,7 @@ from typing import Any, TypeVar, Union, overload
 
 import wrapt
 
+from . import _scrub
 from ._errors import warn_once
 from ._log import check_event_type
 from ._payload import MARK
@@ -104,11 +105,13 @@ class _Recipe:
         bound.apply_defaults()
         values = bound.arguments
         if self.args_hook is not None:
-            fields.update(_hook_fields(self, "record_args", self.args_hook, dict(values), None))
+            chosen = _hook_fields(self, "record_args", self.args_hook, dict(values), None)
         elif self.arg_names is None:
-            fields.update(values)
+            chosen = dict(values)
         else:
-            fields.update({name: values[name] for name in self.arg_names if name in values})
+            chosen = {name: values[name] for name in self.arg_names if name in values}
+        # Secret-named arguments are scrubbed by the encoder; URLs lose their passwords here.
+        fields.update(_scrub.active().strings(chosen))
 
 
 def _hook_fields(

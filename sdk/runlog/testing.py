@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import _runs
+from . import _runs, _scrub
 from ._config import resolve
 from ._store import Event, Reader
 
@@ -72,6 +72,7 @@ def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
     """Log to a temporary database (sync mode) for the duration of the block."""
     state = _runs._state
     saved_env = {name: os.environ.get(name) for name in (_runs.ENV_VAR, _runs.DB_VAR)}
+    scrubber = _scrub.active()  # the new runtime sets its own; the application's comes back
     with tempfile.TemporaryDirectory(prefix="runlog-capture-") as folder:
         db_path = Path(folder) / "events.db"
         config = resolve({"db": str(db_path), "role": role, "sync": True, **settings})
@@ -89,6 +90,7 @@ def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
             with state.lock:
                 state.runtime = previous
             runtime.close()
+            _scrub.use(scrubber)
             for name, value in saved_env.items():
                 if value is None:
                     os.environ.pop(name, None)

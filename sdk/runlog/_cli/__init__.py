@@ -28,7 +28,7 @@ from .._ui._command import COMMAND as UI
 from . import _reprice, _show, _stats, _tail, _tree
 from ._args import build_parser
 from ._db import CLIError, open_reader, resolve_db
-from ._output import Output
+from ._output import EscapingReader, Output
 
 COMMANDS = {
     c.name: c
@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reader: Reader | None = None
     try:
         reader = open_reader(db, source)
+        if not args.json:  # everything people read from the table comes escaped
+            reader = EscapingReader(reader.store)
         return COMMANDS[args.command].run(reader, args, out)
     except (CLIError, RunlogError) as exc:
         return out.error(str(exc))

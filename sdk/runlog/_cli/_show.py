@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._store import Event, Reader
-from ._args import Command
+from ._args import Command, run_id
 from ._output import Output, clock, compact, event_json, event_style
 from ._runs import RunSummary, load_tree
 from ._tree import label
@@ -68,7 +68,7 @@ def _tables(events: list[Event], start: int, width: int) -> Iterator[Table]:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_id", metavar="RUN_ID", type=int, help="the run to show")
+    parser.add_argument("run_id", metavar="RUN_ID", type=run_id, help="the run to show")
 
 
 def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from rich.text import Text
 
 from .._store import Event, Reader, StoreBusy
-from ._args import Command, count
+from ._args import Command, count, plain_text, run_id
 from ._db import require_run
 from ._output import Output, clock, compact, event_json, event_style
 
@@ -151,9 +151,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "-n", "--lines", type=count, default=20, metavar="N", help="the last N events (20)"
     )
     parser.add_argument(
-        "--type", action="append", metavar="T", help="only events of type T (repeatable)"
+        "--type",
+        action="append",
+        type=plain_text,
+        metavar="T",
+        help="only events of type T (repeatable)",
     )
-    parser.add_argument("--run", type=int, metavar="R", help="only events of run R")
+    parser.add_argument("--run", type=run_id, metavar="R", help="only events of run R")
 
 
 def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:

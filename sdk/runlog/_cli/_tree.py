@@ -13,8 +13,8 @@ from rich.tree import Tree
 
 from .. import _spend
 from .._store import Reader
-from ._args import Command, positive
-from ._output import Output, duration
+from ._args import Command, positive, run_id
+from ._output import Output, duration, escape
 from ._runs import RunSummary, load_tree
 from ._stats import cost_text
 
@@ -90,7 +90,9 @@ def _add(tree: Tree, run: RunSummary) -> None:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_id", metavar="RUN_ID", type=int, nargs="?", help="the run to start at")
+    parser.add_argument(
+        "run_id", metavar="RUN_ID", type=run_id, nargs="?", help="the run to start at"
+    )
     parser.add_argument(
         "-n", "--last", type=positive, metavar="N", help="only the N most recent root runs"
     )
@@ -103,7 +105,7 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
     elif not roots:
         out.note(f"no runs in {reader.store.url}")
     else:
-        tree = Tree(Text(reader.store.url, style="dim"), guide_style="dim")
+        tree = Tree(Text(escape(reader.store.url), style="dim"), guide_style="dim")
         for root in roots:
             _add(tree, root)
         out.show(tree)

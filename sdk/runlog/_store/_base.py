@@ -34,6 +34,14 @@ class StoreFault(Exception):
     """The write failed for a reason waiting will not fix soon (read-only, full, gone)."""
 
 
+class ForeignDatabase(StoreFault):
+    """The database holds another application's ``events`` table: runlog must not touch it."""
+
+
+COLUMNS = ("id", "timestamp", "run_id", "parent_run_id", "event_type", "payload")
+"""The columns of runlog's ``events`` table, in order."""
+
+
 @dataclass(frozen=True)
 class Event:
     """One row of the ``events`` table, with its payload decoded."""
@@ -109,4 +117,13 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Event", "Row", "Store", "StoreBusy", "StoreFault", "StoreUnreachable"]
+__all__ = [
+    "COLUMNS",
+    "Event",
+    "ForeignDatabase",
+    "Row",
+    "Store",
+    "StoreBusy",
+    "StoreFault",
+    "StoreUnreachable",
+]

@@ -40,7 +40,7 @@ from psycopg import conninfo, pq
 
 from .._errors import ConfigurationError
 from . import redact_url, url_password
-from ._base import Row, StoreBusy, StoreFault, StoreUnreachable
+from ._base import COLUMNS, ForeignDatabase, Row, StoreBusy, StoreFault, StoreUnreachable
 from ._schema import migrations
 
 T = TypeVar("T")
@@ -75,6 +75,10 @@ _FIND_RUN = (
     "SELECT id FROM events WHERE timestamp = %s::bigint AND event_type = 'process.started'"
     " AND id = run_id AND parent_run_id IS NOT DISTINCT FROM %s::bigint"
     " AND payload = %s::text ORDER BY id LIMIT 1"
+)
+_TABLE_COLUMNS = (
+    "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass('events')"
+    " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
 _TAKE_ID = "SELECT nextval(%s::regclass)"
 _TAKE_IDS = "SELECT array_agg(nextval(%s::regclass)) FROM generate_series(1, %s)"
@@ -159,7 +163,10 @@ class PostgresStore:
     # -- connection -----------------------------------------------------------------
     def create(self) -> None:
         """Connect and create the schema now, so that init() reports an unusable server."""
-        self._run(lambda conn: None)
+        try:
+            self._run(lambda conn: None)
+        except ForeignDatabase as exc:
+            raise ConfigurationError(f"{self.url!r} {exc}") from None
         if self.readonly:
             ((found,),) = self.query("SELECT to_regclass('events') IS NOT NULL")
             if not found:
@@ -200,6 +207,8 @@ class PostgresStore:
             conn.execute(_META)
             row = conn.execute(_VERSION).fetchone()
             version = int(row[0]) if row is not None and row[1] else 0
+            if version == 0:
+                _check_ours(conn)  # raising rolls the transaction back: nothing changes
             for statements in MIGRATIONS[version:]:
                 for sql in statements:
                     conn.execute(sql)
@@ -334,6 +343,18 @@ class PostgresStore:
 
 
 _abandoned: list[Any] = []
+
+
+def _check_ours(conn: psycopg.Connection[Any]) -> None:
+    """Raise ForeignDatabase if an ``events`` table exists that is not runlog's."""
+    found = conn.execute(_TABLE_COLUMNS).fetchall()
+    columns = tuple(str(name) for (name,) in found)
+    if columns and columns != COLUMNS:
+        raise ForeignDatabase(
+            f"is not a runlog database: its events table has columns ({', '.join(columns)}) "
+            "and no runlog schema version; runlog left it unchanged. Use another database "
+            "or schema."
+        )
 
 
 def _take_ids(conn: psycopg.Connection[Any], sequence: str, count: int) -> list[int]:

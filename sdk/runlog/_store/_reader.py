@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
+from .._payload import clean_text
 from ._base import Event, Store
 
 _COLUMNS = "id, timestamp, run_id, parent_run_id, event_type, payload"
@@ -64,7 +65,7 @@ class Reader:
         for key, value in (payload or {}).items():
             _check_key(key)
             clauses.append(f"{self.store.json_text(key)} = {p}")
-            params.append(str(value))
+            params.append(clean_text(str(value)))  # as the encoder stored it
         return " AND ".join(clauses) or "1=1", params
 
     def events(

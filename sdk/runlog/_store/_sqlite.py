@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import ConfigurationError, warn_once
-from ._base import Row, StoreBusy, StoreFault
+from ._base import COLUMNS, ForeignDatabase, Row, StoreBusy, StoreFault
 from ._schema import migrations
 
 T = TypeVar("T")
@@ -77,10 +77,24 @@ def sqlite_path(db: str) -> Path:
     return Path(db).expanduser()
 
 
+def _make_folders(folder: Path) -> None:
+    """Create ``folder`` and each missing parent owner-only (``mkdir(parents=True)`` gives
+    the parents the umask's mode, typically 0755)."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for one in reversed(missing):
+        with suppress(FileExistsError):  # another process made it meanwhile
+            one.mkdir(mode=0o700)
+
+
 def _create_file(path: Path) -> None:
     """Create the database file (and its folder) readable by its owner only."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_folders(path.parent)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
@@ -138,7 +152,10 @@ class SQLiteStore:
                 f"runlog's SQLite database {name!r} is not writable by this process; "
                 "set RUNLOG_DB (or init(db=...)) to a writable path"
             )
-        self._run(lambda conn: None)
+        try:
+            self._run(lambda conn: None)
+        except ForeignDatabase as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def _check_readable(self, name: str) -> None:
         if not self.path.is_file():
@@ -183,6 +200,7 @@ class SQLiteStore:
         if self.readonly:
             return conn
         try:
+            _check_ours(conn, str(self.path))  # before anything changes the file
             self._identity = _identity(self.path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -345,6 +363,30 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def _check_ours(conn: sqlite3.Connection, name: str) -> None:
+    """Raise ForeignDatabase, changing nothing, unless the file is empty or runlog's.
+
+    Another application's database (an ``events`` table of its own, or a schema version
+    of its own) is left exactly as it was, journal mode included.
+    """
+    conn.execute("BEGIN")  # one snapshot: another process may be creating the schema
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(events)"))
+    finally:
+        conn.execute("COMMIT")
+    if not columns and version == 0:
+        return  # a new file, or a database without runlog's table yet
+    if columns[: len(COLUMNS)] == COLUMNS and version >= 1:  # runlog's, maybe newer
+        return
+    found = f"an events table with columns ({', '.join(columns)})" if columns else "no events table"
+    raise ForeignDatabase(
+        f"{name!r} is not a runlog database: it has {found} and schema version "
+        f"(PRAGMA user_version) {version}; runlog left it unchanged. Point RUNLOG_DB "
+        "(or init(db=...)) at another file."
+    )
 
 
 @contextmanager
