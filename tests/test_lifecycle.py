@@ -221,16 +221,23 @@ class TestEventsAtExit:
 # --------------------------------------------------------------------------------------
 # 3. The first event from a worker thread: signal hooks install on the next main-thread call
 class TestFirstEventFromAThread:
-    def test_sigterm_after_thread_then_init(self, db_path: Path) -> None:
-        """A thread logs first, then the main thread calls init() and logs 2,000 events:
-        SIGTERM still writes every one of them."""
-        code = """
+    @pytest.mark.parametrize(
+        "then",
+        ['runlog.init(role="victim")', "pass"],
+        ids=["then-init", "then-main-thread-events"],
+    )
+    def test_sigterm_after_the_first_event_came_from_a_thread(
+        self, db_path: Path, then: str
+    ) -> None:
+        """A thread logs first; then the main thread (calling init() or not) logs 2,000
+        events: SIGTERM still writes every one of them and process.exited."""
+        code = f"""
         import threading, time, runlog
         t = threading.Thread(target=lambda: runlog.log_event("from.thread"))
         t.start(); t.join()
-        runlog.init(role="victim")
+        {then}
         for i in range(2000):
-            runlog.log_event("work.step", {"i": i})
+            runlog.log_event("work.step", {{"i": i}})
         print("ready", flush=True)
         time.sleep(600)
         """
@@ -240,23 +247,6 @@ class TestFirstEventFromAThread:
         assert proc.wait(30) == -signal.SIGTERM
         assert steps(db_path) == list(range(2000))
         assert exited(db_path)["signal"] == "SIGTERM"
-
-    def test_sigterm_after_thread_then_main_thread_events(self, db_path: Path) -> None:
-        """Without init(): the main thread's first log_event installs the handlers."""
-        code = """
-        import threading, time, runlog
-        t = threading.Thread(target=lambda: runlog.log_event("from.thread"))
-        t.start(); t.join()
-        for i in range(2000):
-            runlog.log_event("work.step", {"i": i})
-        print("ready", flush=True)
-        time.sleep(600)
-        """
-        proc = spawn(code, db_path)
-        assert read_line(proc) == "ready"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == -signal.SIGTERM
-        assert steps(db_path) == list(range(2000))
 
 
 # --------------------------------------------------------------------------------------
