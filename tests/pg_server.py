@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +142,7 @@ class PgServer:
         server = cls(executor, folder)
         try:
             executor.start()
+            server.wait_until_ready()
         except BaseException as exc:
             log = server.log_tail()
             server.close()
@@ -153,8 +155,28 @@ class PgServer:
         self.executor.stop()
 
     def start(self) -> None:
-        """Start the stopped server again, on the same port with the same data."""
+        """Start the stopped server again, on the same port with the same data.
+
+        Returns once the server accepts a session: ``pg_ctl start -w`` can return while
+        a restarted server still answers "the database system is starting up".
+        """
         self.executor.start()
+        self.wait_until_ready()
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Poll (bounded) until a new session can run a query."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.url(), connect_timeout=5) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextlib.contextmanager
     def down(self) -> Iterator[None]:
