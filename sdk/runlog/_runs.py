@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from . import _errors, _exit
+from . import _errors, _exit, _propagation, _spawn
 from ._config import Config, resolve
 from ._errors import ConfigurationError, StoreUnavailableError, warn_once
 from ._payload import encode
@@ -114,11 +114,13 @@ class Runtime:
         if _state.forked_from is not None:
             identity["forked_from_pid"] = _state.forked_from
         identity.update(cfg.identity)
+        identity.update(_spawn.start_fields(parent_run_id))
         payload = encode(identity, self.cap)
         ts = _now()
         run_id = self.persister.call(lambda: self.store.start_run(ts, parent_run_id, payload))
         self.run = Run(run_id, parent_run_id, cfg.role, cfg.instance_id, os.getpid(), explicit)
         os.environ[ENV_VAR] = str(run_id)
+        _spawn.run_started(run_id, parent_run_id, ts)
         _exit.watch_multiprocessing_child()
         return self.run
 
@@ -290,14 +292,17 @@ def current_run_id() -> int:
 
 
 def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``env`` (default ``os.environ``) with ``PARENT_RUN_ID`` set to this run.
+    """A copy of ``env`` (default ``os.environ``) with ``PARENT_RUN_ID`` set to this run,
+    and ``TRACEPARENT``/``PARENT_SPAN_ID`` to the current span (or the run's own span).
 
     For launchers that build a child's environment by hand; ``subprocess`` and
-    ``multiprocessing`` children inherit the variable without it.
+    ``multiprocessing`` children inherit the variables without it.
     """
     result = dict(os.environ if env is None else env)
     result[ENV_VAR] = str(current_run_id())
-    return result
+    from ._span import current_span_id  # _span imports this module
+
+    return _propagation.apply(result, current_span_id())
 
 
 def _finish(runtime: Runtime | None = None, **exit_fields: Any) -> None:
@@ -364,6 +369,7 @@ def reset_for_tests() -> None:
     if runtime is not None:
         runtime.close()
     _current.set(None)
+    _propagation.reset_for_tests()
     _state.retry_start_at = 0.0
     _state.dropped_early = 0
     if _state.inherited is None:
