@@ -6,6 +6,7 @@
     runlog tail [-f] [-n N] [--type T] [--run R]     events, one per line; -f follows
     runlog stats                                     LLM calls per model
     runlog show RUN_ID                               one run's events in order
+    runlog export otlp [--endpoint URL] [-f]         the table as OpenTelemetry traces
 
 Every command takes ``--db`` (default: ``RUNLOG_DB``, else ``runlog.db``, as the SDK)
 and ``--json``.  The database is opened read-only: the command never creates or
@@ -21,12 +22,15 @@ from collections.abc import Sequence
 
 from .._errors import RunlogError
 from .._store import Reader, StoreBusy, StoreFault, redact_url
-from . import _show, _stats, _tail, _tree
+from . import _export, _show, _stats, _tail, _tree
 from ._args import build_parser
 from ._db import CLIError, open_reader, resolve_db
 from ._output import Output
 
-COMMANDS = {c.name: c for c in (_tree.COMMAND, _tail.COMMAND, _stats.COMMAND, _show.COMMAND)}
+COMMANDS = {
+    c.name: c
+    for c in (_tree.COMMAND, _tail.COMMAND, _stats.COMMAND, _show.COMMAND, _export.COMMAND)
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
