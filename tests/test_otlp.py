@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_example import SUPERVISOR_ARGS, TASKS, WORKERS, run_example
 
 import runlog
 from runlog import _propagation
@@ -87,7 +88,7 @@ if __name__ == "__main__":
 """
 
 
-def export(db: Path, *args: str) -> int:
+def export(db: Path | str, *args: str) -> int:
     """``runlog export otlp --db db ...`` in this process."""
     return main(["export", "otlp", "--db", str(db), *args])
 
@@ -120,7 +121,7 @@ def receiver() -> Any:
         yield r
 
 
-def shipped(db: Path, receiver: Receiver, *args: str) -> list[dict[str, Any]]:
+def shipped(db: Path | str, receiver: Receiver, *args: str) -> list[dict[str, Any]]:
     before = len(receiver.spans)
     assert export(db, "--endpoint", receiver.endpoint, *args) == 0
     return receiver.spans[before:]
@@ -523,3 +524,53 @@ class TestLogEvent:
         assert got["inside"] == {"a": 2, "span_id": s.span_id}
         assert got["empty"] == {"span_id": s.span_id}
         assert got["own"] == {"span_id": "mine"}
+
+
+class TestExampleSystem:
+    def test_one_trace_with_the_process_tree_and_every_llm_call(
+        self, tmp_path: Path, receiver: Receiver
+    ) -> None:
+        """The example system: exactly one trace, every worker under the span that
+        started it, every LLM call a GenAI CLIENT span with the table's tokens."""
+        db = tmp_path / "runlog.db"
+        run_example("supervisor.py", tmp_path, str(db), *SUPERVISOR_ARGS)
+        spans = shipped(db, receiver)
+        assert len({s["trace_id"] for s in spans}) == 1
+        started = rows(db, "SELECT * FROM events WHERE event_type = 'process.started'")
+        processes = {
+            s["resource"]["runlog.run_id"]: s for s in spans if s["name"].startswith("process ")
+        }
+        assert set(processes) == {r["run_id"] for r in started}
+        assert len(spans) == len(started) + len(table_spans(db))
+        by_id = {s["span_id"]: s for s in spans}
+        workers = [s for s in processes.values() if s["name"] == "process worker"]
+        assert len(workers) == WORKERS + 1
+        for worker in workers:
+            parent = by_id[worker["parent_span_id"]]
+            assert parent["resource"]["runlog.role"] == "supervisor"
+            assert parent["name"] == "batch"
+        assert sum(w["status"] == "ERROR" for w in workers) == 1
+        table = rows(db, "SELECT * FROM events WHERE event_type LIKE 'llm_call.%'")
+        llm = [s for s in spans if s["kind"] == "CLIENT"]
+        assert len(llm) == len(table) == 2 * TASKS + 1
+        assert all(s["attributes"]["gen_ai.operation.name"] == "chat" for s in llm)
+        for key in ("input_tokens", "output_tokens"):
+            assert sum(s["attributes"][f"gen_ai.usage.{key}"] for s in llm) == sum(
+                r["payload"][key] for r in table
+            )
+
+
+class TestPostgres:
+    def test_exports_a_postgresql_table_like_sqlite(
+        self, pg_url: str, tmp_path: Path, receiver: Receiver
+    ) -> None:
+        """The same process tree on PostgreSQL: one trace, every parent link, the same shape."""
+        python(TREE, None, RUNLOG_DB=pg_url)
+        spans = shipped(pg_url, receiver)
+        assert len({s["trace_id"] for s in spans}) == 1
+        ids = {s["span_id"] for s in spans}
+        assert sum(s["parent_span_id"] is None for s in spans) == 1
+        assert all(s["parent_span_id"] in ids for s in spans if s["parent_span_id"])
+        (spawning,) = by_name(spans, "spawning")
+        children = [s for s in spans if s["parent_span_id"] == spawning["span_id"]]
+        assert sum(s["name"].startswith("process ") for s in children) == 7

@@ -9,9 +9,11 @@ picks up the span where the child is made, in the spawning thread, and costs not
 outside a span:
 
 * ``subprocess`` (``Popen`` and everything built on it): a ``Popen`` started inside
-  a span without an ``env`` gets a copy of ``os.environ`` with the span's
-  ``TRACEPARENT`` and ``PARENT_SPAN_ID``.  An explicit ``env`` is the caller's: build
-  it with ``runlog.child_env()``, which adds the same variables;
+  a span gets the span's ``TRACEPARENT`` and ``PARENT_SPAN_ID`` in a copy of its
+  environment: of ``os.environ`` without an ``env``, or of an ``env`` derived from
+  this run's (one that carries its ``PARENT_RUN_ID``: ``runlog.child_env()`` or a copy
+  of ``os.environ``, made earlier or outside the span).  Any other ``env`` is left
+  as the caller made it;
 * ``os.exec*`` without an environment (``execv``, ``execl``, ``execlp``, ``execvp``):
   the variables are written into ``os.environ`` just before the image is replaced;
 * ``os.fork`` (and multiprocessing's ``fork``): a ``before`` fork hook notes the span
@@ -75,11 +77,26 @@ def _adopt_multiprocessing_stash() -> None:
 
 # -- the patches ----------------------------------------------------------------------
 def _popen_init(wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any) -> None:
-    if len(args) <= 10 and kwargs.get("env") is None:  # env is Popen's 11th parameter
-        span = _current_span()
-        if span is not None:
-            kwargs["env"] = _propagation.apply(dict(os.environ), span)
+    span = _current_span()
+    if span is not None:
+        positional = len(args) > _ENV_AT
+        env = args[_ENV_AT] if positional else kwargs.get("env")
+        if env is None:
+            env = os.environ
+        elif env.get(_runs_var) != os.environ.get(_runs_var):
+            env = None  # an environment of the caller's own making: theirs to fill
+        if env is not None:
+            env = _propagation.apply(dict(env), span)
+            if positional:
+                args = (*args[:_ENV_AT], env, *args[_ENV_AT + 1 :])
+            else:
+                kwargs["env"] = env
     wrapped(*args, **kwargs)
+
+
+_ENV_AT = 10
+"""``env`` is ``Popen``'s 11th parameter."""
+_runs_var = "PARENT_RUN_ID"
 
 
 def _execv(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
