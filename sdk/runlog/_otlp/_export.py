@@ -128,6 +128,7 @@ class Shipper:
         self._exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers), timeout=timeout)
         self._resource_of = resources
         self._resources: dict[int, Any] = {}
+        self._scope: Any = None
 
     def _resource(self, run_id: int) -> Any:
         if run_id not in self._resources:
@@ -135,6 +136,10 @@ class Shipper:
 
             self._resources[run_id] = Resource(dict(self._resource_of(run_id)))
         return self._resources[run_id]
+
+    def _make_scope(self, cls: Any) -> Any:
+        self._scope = _scope(cls)
+        return self._scope
 
     def readable(self, span: SpanData) -> Any:
         """The SDK's ``ReadableSpan`` for ``span``."""
@@ -165,7 +170,7 @@ class Shipper:
             status=status,
             start_time=span.start,
             end_time=span.end,
-            instrumentation_scope=_scope(InstrumentationScope),
+            instrumentation_scope=self._scope or self._make_scope(InstrumentationScope),
         )
 
     def send(

@@ -113,23 +113,31 @@ def flatten(payload: Mapping[str, Any], out: Attributes, prefix: str = "") -> At
     """Payload fields as OTLP attributes: nested objects dotted, lists kept when they are
     homogeneous scalars (else JSON text), ``null`` dropped."""
     for key, value in payload.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flatten(value, out, f"{name}.")
+        kind = type(value)
+        if kind in _SCALARS:
+            out[prefix + key] = value
+        elif kind is dict or (kind is not list and isinstance(value, Mapping)):
+            flatten(value, out, f"{prefix}{key}.")
         else:
             converted = _attr(value)
             if converted is not None:
-                out[name] = converted
+                out[prefix + key] = converted
     return out
 
 
+_SCALARS = frozenset({str, bool, float})
+
+
 def _attr(value: Any) -> AttrValue | None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value  # type: ignore[no-any-return]
     if value is None:
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -_INT64 <= value < _INT64 else str(value)
     if isinstance(value, bool | str | float):
         return value
-    if isinstance(value, int):
-        return value if -_INT64 <= value < _INT64 else str(value)
     if isinstance(value, list):
         kinds = {type(v) for v in value}
         if len(kinds) == 1 and kinds <= {str, bool, float} | (
