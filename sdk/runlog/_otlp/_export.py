@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +130,7 @@ class Shipper:
         self._exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers), timeout=timeout)
         self._resource_of = resources
         self._resources: dict[int, Any] = {}
-        self._scope: Any = None
+        self._sdk = _Sdk()
 
     def _resource(self, run_id: int) -> Any:
         if run_id not in self._resources:
@@ -137,40 +139,29 @@ class Shipper:
             self._resources[run_id] = Resource(dict(self._resource_of(run_id)))
         return self._resources[run_id]
 
-    def _make_scope(self, cls: Any) -> Any:
-        self._scope = _scope(cls)
-        return self._scope
-
     def readable(self, span: SpanData) -> Any:
         """The SDK's ``ReadableSpan`` for ``span``."""
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import Event, ReadableSpan
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-        context = trace.SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=flags)
+        sdk = self._sdk
+        trace = sdk.trace
+        context = trace.SpanContext(span.trace_id, span.span_id, False, sdk.flags)
         parent = None
         if span.parent_id is not None:
-            parent = trace.SpanContext(
-                span.trace_id, span.parent_id, is_remote=True, trace_flags=flags
-            )
-        status = (
-            trace.Status(trace.StatusCode.ERROR, span.error)
-            if span.error is not None
-            else trace.Status(trace.StatusCode.UNSET)
-        )
-        return ReadableSpan(
+            parent = trace.SpanContext(span.trace_id, span.parent_id, True, sdk.flags)
+        status = sdk.unset
+        if span.error is not None:
+            status = trace.Status(trace.StatusCode.ERROR, span.error)
+        return sdk.ReadableSpan(
             name=span.name,
             context=context,
             parent=parent,
             resource=self._resource(span.run_id),
             attributes=span.attributes,
-            events=[Event(e.name, e.attributes, e.timestamp) for e in span.events],
-            kind=trace.SpanKind.CLIENT if span.kind == "CLIENT" else trace.SpanKind.INTERNAL,
+            events=[sdk.Event(e.name, e.attributes, e.timestamp) for e in span.events],
+            kind=sdk.client if span.kind == "CLIENT" else sdk.internal,
             status=status,
             start_time=span.start,
             end_time=span.end,
-            instrumentation_scope=self._scope or self._make_scope(InstrumentationScope),
+            instrumentation_scope=sdk.scope,
         )
 
     def send(
@@ -180,16 +171,49 @@ class Shipper:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         """Send ``spans`` in batches, in order; raise :class:`ExportError` at the first
-        batch the endpoint did not acknowledge (``progress.sent`` counts the rest)."""
+        batch the endpoint did not acknowledge (``progress.sent`` counts the ones before).
+
+        A thread of its own sends while this one builds the next batches (what the SDK's
+        ``BatchSpanProcessor`` does), so the wait for each answer costs nothing.
+        """
+        batches: queue.Queue[list[Any] | None] = queue.Queue(maxsize=4)
+        failure: list[str] = []
+        sender = threading.Thread(
+            target=self._sender, args=(batches, progress, on_batch, failure), daemon=True
+        )
+        sender.start()
+        try:
+            for start in range(0, len(spans), BATCH):
+                if failure:
+                    break
+                batches.put([self.readable(span) for span in spans[start : start + BATCH]])
+        finally:
+            batches.put(None)
+            sender.join()
+        if failure:
+            raise ExportError(failure[0])
+
+    def _sender(
+        self,
+        batches: queue.Queue[list[Any] | None],
+        progress: Progress,
+        on_batch: Callable[[int], None] | None,
+        failure: list[str],
+    ) -> None:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        for start in range(0, len(spans), BATCH):
-            batch = spans[start : start + BATCH]
-            readable = [self.readable(span) for span in batch]
-            with _listening() as reasons:
-                result = self._exporter.export(readable)
+        while (batch := batches.get()) is not None:
+            if failure:
+                continue  # drain: the producer stops at its next batch
+            try:
+                with _listening() as reasons:
+                    result = self._exporter.export(batch)
+            except Exception as exc:  # the exporter's own fault: report it, never hang
+                failure.append(f"exporting to {self.endpoint} failed: {exc!r}")
+                continue
             if result is not SpanExportResult.SUCCESS:
-                raise ExportError(_reason(self.endpoint, reasons.messages))
+                failure.append(_reason(self.endpoint, reasons.messages))
+                continue
             progress.sent += len(batch)
             if on_batch is not None:
                 on_batch(len(batch))
@@ -197,6 +221,24 @@ class Shipper:
     def close(self) -> None:
         with _listening():
             self._exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+class _Sdk:
+    """The OpenTelemetry SDK names a ``ReadableSpan`` is built from, imported once."""
+
+    def __init__(self) -> None:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        self.trace: Any = trace
+        self.Event: Any = Event
+        self.ReadableSpan: Any = ReadableSpan
+        self.flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        self.unset = trace.Status(trace.StatusCode.UNSET)
+        self.client = trace.SpanKind.CLIENT
+        self.internal = trace.SpanKind.INTERNAL
+        self.scope = _scope(InstrumentationScope)
 
 
 def _scope(cls: Any) -> Any:
