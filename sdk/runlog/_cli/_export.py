@@ -16,6 +16,7 @@ the next poll; nothing is counted as sent before the endpoint acknowledged it.
 from __future__ import annotations
 
 import argparse
+import gc
 import re
 import time
 from collections.abc import Collection
@@ -204,6 +205,17 @@ class _Session:
 
 
 def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
+    # The export holds every event and span in memory, acyclic, at once: the cyclic
+    # collector's passes over that heap would take half the time of the mapping.
+    gc.disable()
+    try:
+        return _export_all(reader, args, out)
+    finally:
+        gc.freeze()  # what was loaded stays; a follower's garbage is collected as usual
+        gc.enable()
+
+
+def _export_all(reader: Reader, args: argparse.Namespace, out: Output) -> int:
     session = _Session(reader, args, out)
     start = reader.last_id()  # first: what is written meanwhile is the follower's
     session.load(start)
@@ -226,6 +238,8 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
             out.note(f"sent {sent} spans in {traces} traces to {session.endpoint}")
         if not args.follow:
             return 0
+        gc.freeze()
+        gc.enable()
         return _follow(session, start, out)
     finally:
         session.close()
