@@ -70,8 +70,8 @@ def _adopt_multiprocessing_stash() -> None:
     if mp is None:
         return
     stash = getattr(mp.current_process(), _STASH, None)
-    if isinstance(stash, tuple) and len(stash) == 2:
-        header, span = stash
+    if isinstance(stash, tuple) and len(stash) == 2 and stash != (None, None):
+        header, span = stash  # (None, None): the parent had no run to pass on
         _propagation.inherit(header, span)
 
 
@@ -83,7 +83,7 @@ def _popen_init(wrapped: Callable[..., None], instance: Any, args: Any, kwargs: 
         env = args[_ENV_AT] if positional else kwargs.get("env")
         if env is None:
             env = os.environ
-        elif env.get(_runs_var) != os.environ.get(_runs_var):
+        elif env.get(_runs_var) is None or env.get(_runs_var) != os.environ.get(_runs_var):
             env = None  # an environment of the caller's own making: theirs to fill
         if env is not None:
             env = _propagation.apply(dict(env), span)

@@ -25,7 +25,7 @@ from datetime import datetime
 from .._otlp import _export
 from .._otlp._mapping import SpanData, Traces, run_spans
 from .._propagation import span_id
-from .._store import Event, Reader, StoreBusy
+from .._store import Event, Reader, StoreBusy, redact_url
 from ._args import Command
 from ._db import CLIError, require_run
 from ._liveness import liveness
@@ -235,7 +235,7 @@ def _export_all(reader: Reader, args: argparse.Namespace, out: Output) -> int:
         if out.json_mode:
             out.json({"sent": sent, "spans": len(spans), "traces": traces}, lines=True)
         else:
-            out.note(f"sent {sent} spans in {traces} traces to {session.endpoint}")
+            out.note(f"sent {sent} spans in {traces} traces to {redact_url(session.endpoint)}")
         if not args.follow:
             return 0
         gc.freeze()

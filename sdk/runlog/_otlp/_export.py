@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigurationError
+from .._store import redact_url
 from ._mapping import SpanData
 
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -126,7 +127,7 @@ class Shipper:
                 f"runlog export otlp needs OpenTelemetry's OTLP exporter ({exc}); "
                 "install it with: pip install 'runlog[otlp]'"
             ) from None
-        self.endpoint = endpoint
+        self.endpoint = redact_url(endpoint)  # for messages
         self._exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers), timeout=timeout)
         self._resource_of = resources
         self._resources: dict[int, Any] = {}
