@@ -66,6 +66,11 @@ if __name__ == "__main__":
             work("os.fork")
             sys.exit(0)
         os.waitpid(pid, 0)
+        pid = os.fork()
+        if pid == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import runlog; "
+                     "runlog.init(role='worker', instance_id='exec')"])
+        os.waitpid(pid, 0)
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
             assert list(ex.map(pool_job, [1, 2])) == [1, 2]
         with runlog.llm_call("gpt-4o-mini") as call:
@@ -145,14 +150,14 @@ class TestTree:
     def test_children_hang_under_the_span_that_started_them(
         self, tree: Path, receiver: Receiver
     ) -> None:
-        """Every kind of child (fork, spawn, forkserver, subprocess, os.fork, a pool
-        worker, a crashing one) has the supervisor's ``spawning`` span as parent."""
+        """Every kind of child (fork, spawn, forkserver, subprocess, os.fork, fork+exec,
+        a pool worker, a crashing one) has the supervisor's ``spawning`` span as parent."""
         spans = shipped(tree, receiver)
         (spawning,) = by_name(spans, "spawning")
         children = [s for s in spans if s["name"].startswith("process ") and s["parent_span_id"]]
         kinds = sorted(str(s["resource"].get("service.instance.id")) for s in children)
         assert kinds == sorted(
-            ["fork", "spawn", "forkserver", "subprocess", "crasher", "os.fork", "None"]
+            ["fork", "spawn", "forkserver", "subprocess", "crasher", "os.fork", "exec", "None"]
         )
         assert {s["parent_span_id"] for s in children} == {spawning["span_id"]}
         started = rows(tree, "SELECT * FROM events WHERE event_type = 'process.started'")
@@ -454,6 +459,25 @@ class TestTraceparent:
         (launch,) = by_name(spans, "launch")
         assert (launch["trace_id"], launch["span_id"]) == (trace_id, parent)
 
+    def test_exec_inside_a_span_is_a_child_of_that_span(self, tmp_path: Path) -> None:
+        """os.execv from inside a span: the new program's run records the span."""
+        db = tmp_path / "exec.db"
+        python(
+            """
+            import os, sys, runlog
+            runlog.init(role="before")
+            with runlog.span("replacing"):
+                runlog.flush()
+                os.execv(sys.executable, [sys.executable, "-c",
+                         "import runlog; runlog.init(role='after')"])
+            """,
+            db,
+        )
+        before, after = rows(db, "SELECT * FROM events WHERE event_type = 'process.started'")
+        (opened,) = rows(db, "SELECT * FROM events WHERE event_type = 'replacing.started'")
+        assert after["parent_run_id"] == before["run_id"]
+        assert after["payload"]["parent_span_id"] == opened["payload"]["span_id"]
+
     def test_child_env_carries_the_current_span(self, tmp_path: Path) -> None:
         """runlog.child_env(): TRACEPARENT and PARENT_SPAN_ID of the current span."""
         runlog.init(role="supervisor", db=str(tmp_path / "env.db"))
@@ -573,4 +597,4 @@ class TestPostgres:
         assert all(s["parent_span_id"] in ids for s in spans if s["parent_span_id"])
         (spawning,) = by_name(spans, "spawning")
         children = [s for s in spans if s["parent_span_id"] == spawning["span_id"]]
-        assert sum(s["name"].startswith("process ") for s in children) == 7
+        assert sum(s["name"].startswith("process ") for s in children) == 8

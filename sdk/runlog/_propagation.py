@@ -165,6 +165,16 @@ def child_vars(span: int | None) -> dict[str, str]:
     return out
 
 
+def export_inherited() -> None:
+    """Before a run of its own, put what this process inherited into ``os.environ`` (a
+    forked child about to exec took its context from memory, not the environment)."""
+    if _process.run_id:
+        return
+    for name, value in ((TRACEPARENT, _process.header), (SPAN_VAR, _process.span)):
+        if value is not None:
+            os.environ[name] = value
+
+
 def apply(env: dict[str, str], span: int | None) -> dict[str, str]:
     """``env`` with the variables for a child under ``span`` (a stale span var removed)."""
     env.pop(SPAN_VAR, None)
@@ -188,6 +198,7 @@ __all__ = [
     "TRACEPARENT",
     "apply",
     "child_vars",
+    "export_inherited",
     "format_traceparent",
     "header_for",
     "inherit",

@@ -15,7 +15,8 @@ outside a span:
   of ``os.environ``, made earlier or outside the span).  Any other ``env`` is left
   as the caller made it;
 * ``os.exec*`` without an environment (``execv``, ``execl``, ``execlp``, ``execvp``):
-  the variables are written into ``os.environ`` just before the image is replaced;
+  the variables are written into ``os.environ`` just before the image is replaced
+  (in a forked child that has not started a run, the span it was forked in);
 * ``os.fork`` (and multiprocessing's ``fork``): a ``before`` fork hook notes the span
   of the forking thread; the child takes it as its parent span;
 * multiprocessing ``spawn`` and ``forkserver`` (and ``ProcessPoolExecutor``, whose
@@ -103,6 +104,8 @@ def _execv(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -
     span = _current_span()
     if span is not None:
         os.environ.update(_propagation.child_vars(span))
+    else:  # fork, then exec before a run of its own: pass on what the fork inherited
+        _propagation.export_inherited()
     return wrapped(*args, **kwargs)
 
 
