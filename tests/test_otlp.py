@@ -415,6 +415,44 @@ class TestFollow:
             ["process first", "early", "process late", "late-1", "late-2"]
         )
 
+    def test_a_killed_run_is_shipped_once_found_lost(
+        self, tmp_path: Path, receiver: Receiver
+    ) -> None:
+        """--follow holds a running process span back, and ships it (ERROR, lost) once the
+        process is gone without process.exited."""
+        db = tmp_path / "lost.db"
+        worker = spawn(
+            """
+            import sys, runlog
+            runlog.init(role="doomed")
+            with runlog.span("done-early"):
+                pass
+            runlog.flush()
+            print("ready", flush=True)
+            sys.stdin.readline()
+            """,
+            db,
+        )
+        assert worker.stdout is not None and worker.stdout.readline() == "ready\n"
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "runlog", "export", "otlp", "--db", str(db), "--follow",
+             "--endpoint", receiver.endpoint],
+            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert receiver.wait_for(lambda s: any(x["name"] == "done-early" for x in s), 30)
+            assert not any(x["name"] == "process doomed" for x in receiver.spans)
+            worker.kill()
+            worker.wait()
+            assert receiver.wait_for(lambda s: any(x["name"] == "process doomed" for x in s), 30)
+        finally:
+            follower.send_signal(signal.SIGINT)
+            _, err = follower.communicate(timeout=30)
+        assert follower.returncode == 0, err
+        (doomed,) = by_name(receiver.spans, "process doomed")
+        assert (doomed["status"], doomed["attributes"]["runlog.run.state"]) == ("ERROR", "lost")
+        assert len(receiver.spans) == 2
+
 
 class TestTraceparent:
     OTEL_CHILD = """

@@ -71,7 +71,7 @@ def log_event(
             raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
         span = _get_span()  # inside a span the event records it, so it can be placed there
         if span is not None and (payload is None or "span_id" not in payload):
-            sid = span.live_id()
+            sid = span._live_id()
             if sid is not None:
                 payload = {"span_id": sid} if payload is None else {**payload, "span_id": sid}
         emit(event_type, payload)
