@@ -342,6 +342,26 @@ class TestFailures:
         assert "512 of 701 spans were sent" in err and "400" in err
         assert len(receiver.spans) == 512
 
+    def test_without_the_extra_says_what_to_install(
+        self,
+        tree: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """No OTLP exporter importable: one line naming runlog[otlp], exit 1, nothing read."""
+        monkeypatch.setitem(
+            sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None
+        )
+        assert export(tree) == 1
+        assert "pip install 'runlog[otlp]'" in capsys.readouterr().err
+
+    def test_bad_headers_are_a_usage_error(
+        self, tree: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--headers that are not key=value pairs: one line, exit 1."""
+        assert export(tree, "--headers", "nonsense", "--dry-run") == 1
+        assert "key=value" in capsys.readouterr().err
+
 
 class TestEnvironment:
     def test_standard_variables_choose_endpoint_headers_and_service(

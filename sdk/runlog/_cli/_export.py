@@ -120,6 +120,16 @@ class _Session:
         self.shipper: _export.Shipper | None = None
         self.endpoint = _export.resolve_endpoint(args.endpoint)
         self.service = _export.service_name(args.service_name)
+        self.headers = _export.parse_headers(args.headers)  # a bad one fails before the work
+
+    def connect(self) -> None:
+        """Make the exporter (the ``runlog[otlp]`` extra missing fails here, early)."""
+        self.shipper = _export.Shipper(
+            self.endpoint,
+            self.headers,
+            self.args.timeout,
+            lambda run_id: self.traces.resource(run_id, self.service),
+        )
 
     def wanted(self, run_id: int) -> bool:
         if self.selected is None or run_id in self.selected:
@@ -162,12 +172,8 @@ class _Session:
         if not todo:
             return 0, None
         if self.shipper is None:
-            self.shipper = _export.Shipper(
-                self.endpoint,
-                _export.parse_headers(self.args.headers),
-                self.args.timeout,
-                lambda run_id: self.traces.resource(run_id, self.service),
-            )
+            self.connect()
+        assert self.shipper is not None
         progress = _export.Progress()
         error = None
         try:
@@ -217,6 +223,8 @@ def _run(reader: Reader, args: argparse.Namespace, out: Output) -> int:
 
 def _export_all(reader: Reader, args: argparse.Namespace, out: Output) -> int:
     session = _Session(reader, args, out)
+    if not args.dry_run:
+        session.connect()
     start = reader.last_id()  # first: what is written meanwhile is the follower's
     session.load(start)
     states = _states(session.traces, session.by_run)
