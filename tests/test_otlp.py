@@ -656,3 +656,16 @@ class TestPostgres:
         (spawning,) = by_name(spans, "spawning")
         children = [s for s in spans if s["parent_span_id"] == spawning["span_id"]]
         assert sum(s["name"].startswith("process ") for s in children) == 8
+
+
+class TestCapture:
+    def test_capture_gives_the_trace_context_back(self, tmp_path: Path) -> None:
+        """A capture() block runs a run of its own; afterwards children are the outer run's."""
+        from runlog.testing import capture
+
+        runlog.init(role="outer", db=str(tmp_path / "outer.db"))
+        before = runlog.child_env()
+        with capture():
+            assert runlog.child_env()["TRACEPARENT"] != before["TRACEPARENT"]
+        assert runlog.child_env() == before
+        assert os.environ["TRACEPARENT"] == before["TRACEPARENT"]

@@ -182,6 +182,33 @@ def apply(env: dict[str, str], span: int | None) -> dict[str, str]:
     return env
 
 
+Snapshot = tuple[int | None, int, str | None, str | None, str | None, str | None]
+
+
+def snapshot() -> Snapshot:
+    """This process's trace context, for a block that runs a run of its own in between
+    (``runlog.testing.capture``) to put back with :func:`restore`."""
+    p = _process
+    return (
+        p.trace_id,
+        p.run_id,
+        p.header,
+        p.span,
+        os.environ.get(TRACEPARENT),
+        os.environ.get(SPAN_VAR),
+    )
+
+
+def restore(saved: Snapshot) -> None:
+    """Put back what :func:`snapshot` saved."""
+    _process.trace_id, _process.run_id, _process.header, _process.span = saved[:4]
+    for name, value in ((TRACEPARENT, saved[4]), (SPAN_VAR, saved[5])):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def reset_for_tests() -> None:
     """Forget the run's trace and restore the variables as they were (tests only)."""
     for name, value in INHERITED.items():
@@ -204,8 +231,10 @@ __all__ = [
     "inherit",
     "parse_traceparent",
     "reset_for_tests",
+    "restore",
     "root_trace_id",
     "run_started",
+    "snapshot",
     "span_id",
     "start_fields",
 ]

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import _runs
+from . import _propagation, _runs
 from ._config import resolve
 from ._store import Event, Reader
 
@@ -69,6 +69,7 @@ class Capture:
 def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
     """Log to a temporary database (sync mode) for the duration of the block."""
     state, saved_env = _runs._state, os.environ.get(_runs.ENV_VAR)
+    saved_trace = _propagation.snapshot()
     with tempfile.TemporaryDirectory(prefix="runlog-capture-") as folder:
         db_path = Path(folder) / "events.db"
         config = resolve({"db": str(db_path), "role": role, "sync": True, **settings})
@@ -90,6 +91,7 @@ def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
                 os.environ.pop(_runs.ENV_VAR, None)
             else:
                 os.environ[_runs.ENV_VAR] = saved_env
+            _propagation.restore(saved_trace)
 
 
 __all__ = ["Capture", "capture"]
