@@ -256,6 +256,20 @@ class TestTree:
         assert {s["name"] for s in some} == {"process worker", "task"}
         assert all(everything[s["span_id"]] == s for s in some)
 
+    def test_since_selects_the_runs_active_since(self, tmp_path: Path, receiver: Receiver) -> None:
+        """``--since`` (an ISO time here) sends the runs with an event at or after it."""
+        from datetime import datetime
+
+        db = tmp_path / "since.db"
+        code = "import runlog\nrunlog.init(role='r')\nrunlog.log_event('x')"
+        python(code, db)
+        between = datetime.fromtimestamp(time.time_ns() // 1000 / 1e6).isoformat()
+        python(code, db)
+        started = [r["run_id"] for r in rows(db) if r["event_type"] == "process.started"]
+        spans = shipped(db, receiver, "--since", between)
+        assert len(started) == 2
+        assert [s["resource"]["runlog.run_id"] for s in spans] == [max(started)]
+
 
 class TestOpenRuns:
     def test_running_and_lost_runs_end_at_their_last_event(
