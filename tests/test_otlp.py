@@ -336,20 +336,10 @@ class TestFailures:
         assert len({s["span_id"] for s in spans}) == len(spans)
 
     def test_partial_failure_reports_only_what_was_acknowledged(
-        self, tmp_path: Path, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+        self, many: Path, receiver: Receiver, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """The second batch refused: exactly the first batch is reported as sent."""
-        db = tmp_path / "many.db"
-        python(
-            """
-            import runlog
-            runlog.init(role="worker")
-            for i in range(700):
-                with runlog.span("item", i=i):
-                    pass
-            """,
-            db,
-        )
+        db = many
         receiver.answers = [200, 400]
         assert export(db, "--endpoint", receiver.endpoint) == 1
         err = capsys.readouterr().err
@@ -375,6 +365,37 @@ class TestFailures:
         """--headers that are not key=value pairs: one line, exit 1."""
         assert export(tree, "--headers", "nonsense", "--dry-run") == 1
         assert "key=value" in capsys.readouterr().err
+
+    def test_long_export_on_a_terminal_shows_progress(
+        self,
+        many: Path,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """More than one batch on a terminal: a progress bar while sending, every span sent."""
+        monkeypatch.setenv("TTY_COMPATIBLE", "1")
+        monkeypatch.setenv("TTY_INTERACTIVE", "1")
+        assert export(many, "--endpoint", receiver.endpoint) == 0
+        assert len(receiver.spans) == 701
+        assert "701/701" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database of 701 spans: two batches."""
+    db = tmp_path_factory.mktemp("many") / "many.db"
+    python(
+        """
+        import runlog
+        runlog.init(role="worker")
+        for i in range(700):
+            with runlog.span("item", i=i):
+                pass
+        """,
+        db,
+    )
+    return db
 
 
 class TestEnvironment:
