@@ -75,7 +75,8 @@ if __name__ == "__main__":
             assert list(ex.map(pool_job, [1, 2])) == [1, 2]
         with runlog.llm_call("gpt-4o-mini") as call:
             call.record(input_tokens=11, output_tokens=7, finish_reason="stop",
-                        response_model="gpt-4o-mini-2024", request_id="chatcmpl-1")
+                        response_model="gpt-4o-mini-2024", request_id="req_1",
+                        response_id="chatcmpl-1")
         with runlog.llm_call("gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
                              stream=True) as call:
             call.first_token()
@@ -196,7 +197,8 @@ class TestTree:
         assert attributes["gen_ai.usage.input_tokens"] == 11
         assert attributes["gen_ai.usage.output_tokens"] == 7
         assert attributes["gen_ai.request.stream"] is False
-        row = next(r for r in table if r["payload"].get("request_id") == "chatcmpl-1")
+        assert attributes["runlog.request_id"] == "req_1"
+        row = next(r for r in table if r["payload"].get("response_id") == "chatcmpl-1")
         assert usage["end"] == row["timestamp"]
         assert usage["end"] - usage["start"] == int(row["payload"]["latency_ms"] * 1e6)
         stream = next(s for s in llm if s["attributes"]["gen_ai.request.stream"] is True)

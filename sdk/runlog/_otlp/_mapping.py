@@ -53,7 +53,7 @@ _OPERATIONS = {
 _LLM_FIELDS = {
     "model_name": "gen_ai.request.model",
     "response_model": "gen_ai.response.model",
-    "request_id": "gen_ai.response.id",
+    "response_id": "gen_ai.response.id",
     "stream": "gen_ai.request.stream",
     "status_code": "http.response.status_code",
 }
