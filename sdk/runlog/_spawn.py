@@ -44,7 +44,8 @@ from ._errors import report_internal_error
 _STASH = "_runlog_parent_span"
 _lock = threading.Lock()
 _installed = False
-_fork_span: int | None = None
+_fork_spans: dict[int, int | None] = {}
+"""The span of each thread that is forking right now (two threads may fork at once)."""
 
 
 def _current_span() -> int | None:
@@ -146,25 +147,34 @@ def install() -> None:
 
 # -- fork -------------------------------------------------------------------------------
 def _before_fork() -> None:
-    global _fork_span
     try:
-        _fork_span = _current_span()
+        _fork_spans[threading.get_ident()] = _current_span()
     except Exception:  # never let a fork fail for runlog's sake
-        _fork_span = None
+        _fork_spans[threading.get_ident()] = None
+
+
+def _after_fork_in_parent() -> None:
+    _fork_spans.pop(threading.get_ident(), None)
 
 
 def _after_fork_in_child() -> None:
+    fork_span = _fork_spans.get(threading.get_ident())
+    _fork_spans.clear()
     process = _propagation._process
     mp = sys.modules.get("multiprocessing")
     if mp is not None:  # a stash on this process's object was its own parent's
         vars(mp.current_process()).pop(_STASH, None)
     if process.run_id:
-        _propagation.inherit(_propagation.header_for(_fork_span), _fork_span)
+        _propagation.inherit(_propagation.header_for(fork_span), fork_span)
         process.run_id = 0
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 __all__ = ["install", "run_started", "start_fields"]
