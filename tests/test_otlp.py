@@ -706,3 +706,21 @@ class TestCapture:
             assert runlog.child_env()["TRACEPARENT"] != before["TRACEPARENT"]
         assert runlog.child_env() == before
         assert os.environ["TRACEPARENT"] == before["TRACEPARENT"]
+
+
+class TestLight:
+    def test_runs_spans_and_children_import_no_opentelemetry(self, tmp_path: Path) -> None:
+        """A run, a span and a child started in it import no OpenTelemetry (nor its HTTP
+        stack): the bridge is an export, never on the application's path."""
+        out = python(
+            """
+            import json, subprocess, sys, runlog
+            with runlog.span("s"):
+                runlog.log_event("y")
+                subprocess.run([sys.executable, "-c", "pass"], check=True)
+            heavy = ("opentelemetry", "requests", "google.protobuf", "urllib3")
+            print(json.dumps([m for m in heavy if m in sys.modules]))
+            """,
+            tmp_path / "light.db",
+        ).stdout
+        assert json.loads(out) == []

@@ -29,19 +29,19 @@ import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from . import _runs
+from . import _runs, _spawn
+from ._current import current
 from ._errors import report_internal_error
 
 if TYPE_CHECKING:
     from ._runs import Runtime
     from ._span import Span
 
-current: ContextVar[Span | None] = ContextVar("runlog_current_span", default=None)
 _lock = threading.Lock()
 _synced: Runtime | None = None
 """The runtime whose ``thread_context`` setting is in force."""
@@ -140,6 +140,7 @@ def sync() -> None:
     if _synced is runtime:
         return
     _synced = runtime
+    _spawn.install()  # children started inside a span learn it (nothing to do outside one)
     if runtime.config.thread_context:
         install()
     else:

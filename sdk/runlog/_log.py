@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._context import current as _current_span
+from ._current import current as _current_span
 from ._payload import encode
 from ._runs import NoRun, _state, current_run, get_runtime, note_dropped
 

@@ -26,28 +26,32 @@ inside one is :mod:`runlog._spawn`'s concern.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from typing import Any
 
 from ._errors import warn_once
 
 TRACEPARENT = "TRACEPARENT"
 SPAN_VAR = "PARENT_SPAN_ID"
-_HEADER = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_HEADER = r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$"
 _MAX_ID = 2**63 - 1
+
+
+def _sha256(data: bytes) -> bytes:
+    from hashlib import sha256  # on first use: a process that never needs an id never pays
+
+    return sha256(data).digest()
 
 
 def root_trace_id(run_id: int, started_ns: int) -> int:
     """The trace id of a root run that did not adopt one (see the module docstring)."""
-    digest = hashlib.sha256(b"runlog-trace\0%d\0%d" % (run_id, started_ns)).digest()
+    digest = _sha256(b"runlog-trace\0%d\0%d" % (run_id, started_ns))
     return int.from_bytes(digest[:16], "big") or 1
 
 
 def span_id(trace_id: int, run_id: int, span: int) -> int:
     """The OpenTelemetry span id of runlog span ``span`` of run ``run_id`` (0: the run)."""
-    digest = hashlib.sha256(b"runlog-span\0%032x\0%d\0%d" % (trace_id, run_id, span)).digest()
+    digest = _sha256(b"runlog-span\0%032x\0%d\0%d" % (trace_id, run_id, span))
     return int.from_bytes(digest[:8], "big") or 1
 
 
@@ -60,7 +64,9 @@ def parse_traceparent(raw: str | None) -> tuple[int, int] | None:
     """``(trace_id, span_id)`` of a valid header; None for absent or malformed ones."""
     if raw is None:
         return None
-    found = _HEADER.match(raw.strip())
+    import re
+
+    found = re.match(_HEADER, raw.strip())
     if found is None:
         return None
     version, trace, parent, _flags, rest = found.groups()

@@ -119,8 +119,8 @@ class Runtime:
         ts = _now()
         run_id = self.persister.call(lambda: self.store.start_run(ts, parent_run_id, payload))
         self.run = Run(run_id, parent_run_id, cfg.role, cfg.instance_id, os.getpid(), explicit)
+        _spawn.run_started(run_id, parent_run_id, ts)  # TRACEPARENT, next to PARENT_RUN_ID
         os.environ[ENV_VAR] = str(run_id)
-        _spawn.run_started(run_id, parent_run_id, ts)
         _exit.watch_multiprocessing_child()
         return self.run
 
@@ -292,17 +292,14 @@ def current_run_id() -> int:
 
 
 def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``env`` (default ``os.environ``) with ``PARENT_RUN_ID`` set to this run,
-    and ``TRACEPARENT``/``PARENT_SPAN_ID`` to the current span (or the run's own span).
+    """A copy of ``env`` (default ``os.environ``) with ``PARENT_RUN_ID`` set to this run.
 
     For launchers that build a child's environment by hand; ``subprocess`` and
-    ``multiprocessing`` children inherit the variables without it.
+    ``multiprocessing`` children inherit the variable without it.
     """
     result = dict(os.environ if env is None else env)
     result[ENV_VAR] = str(current_run_id())
-    from ._span import current_span_id  # _span imports this module
-
-    return _propagation.apply(result, current_span_id())
+    return _spawn.under_current_span(result)  # TRACEPARENT, PARENT_SPAN_ID
 
 
 def _finish(runtime: Runtime | None = None, **exit_fields: Any) -> None:

@@ -36,8 +36,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import wrapt
-
 from . import _propagation
 from ._errors import report_internal_error
 
@@ -54,6 +52,12 @@ def _current_span() -> int | None:
     return current_span_id()
 
 
+def under_current_span(env: dict[str, str]) -> dict[str, str]:
+    """``env`` (a child's, built by hand) with ``TRACEPARENT`` and ``PARENT_SPAN_ID`` for
+    the current span, or the run's own span outside any (``runlog.child_env()``)."""
+    return _propagation.apply(env, _current_span())
+
+
 # -- run start ----------------------------------------------------------------------
 def start_fields(parent_run_id: int | None) -> dict[str, Any]:
     """``process.started`` fields for the trace context this process was started in."""
@@ -62,9 +66,8 @@ def start_fields(parent_run_id: int | None) -> dict[str, Any]:
 
 
 def run_started(run_id: int, parent_run_id: int | None, started_ns: int) -> None:
-    """Publish the run's trace context to children and patch the ways children start."""
+    """Publish the run's trace context to children (the run's own span)."""
     _propagation.run_started(run_id, parent_run_id, started_ns)
-    install()
 
 
 def _adopt_multiprocessing_stash() -> None:
@@ -117,6 +120,8 @@ def _process_start(wrapped: Callable[..., None], instance: Any, args: Any, kwarg
 
 
 def _patch(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
+    import wrapt
+
     attr = getattr(owner, name)
     if not (isinstance(attr, wrapt.FunctionWrapper) and attr._self_wrapper is wrapper):
         wrapt.wrap_function_wrapper(owner, name, wrapper)
@@ -131,13 +136,20 @@ def _patch_multiprocessing(module: Any) -> None:
 
 
 def install() -> None:
-    """Patch the ways children start, once per process (multiprocessing when imported)."""
+    """Patch the ways children start, once per process (multiprocessing when imported).
+
+    Called when the first span becomes current: outside spans the run's variables in
+    ``os.environ`` are all a child needs, so a process that never opens a span never
+    pays for the patches (nor for importing wrapt).
+    """
     global _installed
     with _lock:
         if _installed:
             return
         _installed = True
     try:
+        import wrapt
+
         _patch(os, "execv", _execv)
         wrapt.register_post_import_hook(_patch_subprocess, "subprocess")
         wrapt.register_post_import_hook(_patch_multiprocessing, "multiprocessing.process")
@@ -177,4 +189,4 @@ if hasattr(os, "register_at_fork"):
     )
 
 
-__all__ = ["install", "run_started", "start_fields"]
+__all__ = ["install", "run_started", "start_fields", "under_current_span"]
