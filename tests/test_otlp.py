@@ -472,6 +472,28 @@ class TestFollow:
             ["process first", "early", "process late", "late-1", "late-2"]
         )
 
+    def test_a_refused_batch_is_sent_again_at_the_next_poll(
+        self, tmp_path: Path, receiver: Receiver
+    ) -> None:
+        """--follow through a refusal: said once, retried, every span arrives once."""
+        db = tmp_path / "retry.db"
+        python("import runlog\nrunlog.init(role='first')\nwith runlog.span('early'): pass", db)
+        receiver.answers = [401]
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "runlog", "export", "otlp", "--db", str(db), "--follow",
+             "--endpoint", receiver.endpoint],
+            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert receiver.wait_for(lambda s: len(s) == 2, 30)
+        finally:
+            follower.send_signal(signal.SIGINT)
+            _, err = follower.communicate(timeout=30)
+        assert follower.returncode == 0, err
+        assert [r["status"] for r in receiver.requests[:2]] == [401, 200]
+        assert err.count("will retry") == 1 and "refused" in err
+        assert len({s["span_id"] for s in receiver.spans}) == len(receiver.spans) == 2
+
     def test_a_killed_run_is_shipped_once_found_lost(
         self, tmp_path: Path, receiver: Receiver
     ) -> None:

@@ -238,9 +238,11 @@ def _export_all(reader: Reader, args: argparse.Namespace, out: Output) -> int:
         long = len(spans) > _export.BATCH and out.errors.is_terminal and not out.json_mode
         sent, error = session.ship(spans, bar=long)
         traces = len({s.trace_id for s in spans})
-        if error is not None:
+        if error is not None and not args.follow:
             return out.error(f"{error}; {sent} of {len(spans)} spans were sent")
-        if out.json_mode:
+        if error is not None:
+            out.note(f"{error}; {sent} of {len(spans)} spans were sent; will retry")
+        elif out.json_mode:
             out.json({"sent": sent, "spans": len(spans), "traces": traces}, lines=True)
         else:
             out.note(f"sent {sent} spans in {traces} traces to {redact_url(session.endpoint)}")
@@ -248,17 +250,18 @@ def _export_all(reader: Reader, args: argparse.Namespace, out: Output) -> int:
             return 0
         gc.freeze()
         gc.enable()
-        return _follow(session, start, out)
+        retry = {s.run_id for s in spans if (s.trace_id, s.span_id) not in session.sent}
+        return _follow(session, start, out, retry)
     finally:
         session.close()
 
 
-def _follow(session: _Session, start: int, out: Output) -> int:
-    """Ship each new complete span once, until Ctrl-C."""
+def _follow(session: _Session, start: int, out: Output, retry: set[int]) -> int:
+    """Ship each new complete span once, until Ctrl-C; ``retry``: runs with spans that
+    could not be sent yet."""
     reader = session.reader
     follower = Follower(start, reader.ids_after, lambda after: reader.events(after_id=after))
     checked = time.monotonic()
-    retry: set[int] = set()
     try:
         while True:
             try:
@@ -273,9 +276,12 @@ def _follow(session: _Session, start: int, out: Output) -> int:
             states = _states(session.traces, {r: session.by_run[r] for r in touched})
             spans = [s for s in session.spans(touched, states) if s.final]
             sent, error = session.ship(spans, bar=False)
+            if error is not None and not retry:  # once per outage, not once per poll
+                out.note(f"{error}; will retry")
+            elif error is None and retry:
+                out.note("the endpoint takes spans again")
             retry = set()
             if error is not None:
-                out.note(f"{error}; will retry")
                 retry = {s.run_id for s in spans if (s.trace_id, s.span_id) not in session.sent}
             elif sent and out.json_mode:
                 out.json({"sent": sent}, lines=True)
