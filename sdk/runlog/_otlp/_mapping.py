@@ -282,7 +282,7 @@ def _process_span(traces: Traces, run_id: int, events: list[Event], state: str |
         run_id=run_id,
         attributes=attributes,
         error=error,
-        final=exited is not None or state in ("lost", "unknown"),
+        final=exited is not None or state == "lost",  # another host's run may still log
     )
 
 
