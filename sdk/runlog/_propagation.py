@@ -115,9 +115,10 @@ def start_fields(parent_run_id: int | None) -> dict[str, Any]:
         )
     _process.trace_id = None if parsed is None else parsed[0]
     fields: dict[str, Any] = {}
+    if raw is not None and parsed is not None:
+        # A root adopts it; a child keeps it for an export whose table lacks the parent.
+        fields["traceparent"] = raw.strip()
     if parent_run_id is None:
-        if raw is not None and parsed is not None:
-            fields["traceparent"] = raw.strip()
         return fields
     parent_span = _parse_span(_process.span)
     if parent_span is not None:
