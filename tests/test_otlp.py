@@ -27,7 +27,7 @@ from runlog import _propagation
 from runlog._cli import main
 
 from otlp_receiver import Receiver
-from support import child_env, python, rows, script, spawn
+from support import child_env, python, rows, script, spawn, spawned
 
 TREE = """
 import multiprocessing as mp, os, subprocess, sys
@@ -426,6 +426,17 @@ class TestEnvironment:
         assert {s["resource"]["service.name"] for s in receiver.spans} == {"svc"}
 
 
+def follow(db: Path, receiver: Receiver) -> subprocess.Popen[str]:
+    """``runlog export otlp --follow`` in a process of its own (killed if a test fails)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runlog", "export", "otlp", "--db", str(db), "--follow",
+         "--endpoint", receiver.endpoint],
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    spawned.append(proc)
+    return proc
+
+
 class TestFollow:
     def test_ships_new_spans_within_two_seconds_and_nothing_twice(
         self, tmp_path: Path, receiver: Receiver
@@ -433,11 +444,7 @@ class TestFollow:
         """--follow: a span written after it started arrives within 2 s, each span once."""
         db = tmp_path / "follow.db"
         python("import runlog\nrunlog.init(role='first')\nwith runlog.span('early'): pass", db)
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "runlog", "export", "otlp", "--db", str(db), "--follow",
-             "--endpoint", receiver.endpoint],
-            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        follower = follow(db, receiver)
         try:
             assert receiver.wait_for(lambda s: len(s) == 2, 30)
             worker = spawn(
@@ -479,11 +486,7 @@ class TestFollow:
         db = tmp_path / "retry.db"
         python("import runlog\nrunlog.init(role='first')\nwith runlog.span('early'): pass", db)
         receiver.answers = [401]
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "runlog", "export", "otlp", "--db", str(db), "--follow",
-             "--endpoint", receiver.endpoint],
-            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        follower = follow(db, receiver)
         try:
             assert receiver.wait_for(lambda s: len(s) == 2, 30)
         finally:
@@ -513,11 +516,7 @@ class TestFollow:
             db,
         )
         assert worker.stdout is not None and worker.stdout.readline() == "ready\n"
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "runlog", "export", "otlp", "--db", str(db), "--follow",
-             "--endpoint", receiver.endpoint],
-            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        follower = follow(db, receiver)
         try:
             assert receiver.wait_for(lambda s: any(x["name"] == "done-early" for x in s), 30)
             assert not any(x["name"] == "process doomed" for x in receiver.spans)

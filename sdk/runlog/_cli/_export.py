@@ -18,9 +18,13 @@ from __future__ import annotations
 import argparse
 import gc
 import re
+import signal
+import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from types import FrameType
 
 from .._otlp import _export
 from .._otlp._mapping import SpanData, Traces, run_spans
@@ -262,8 +266,8 @@ def _follow(session: _Session, start: int, out: Output, retry: set[int]) -> int:
     reader = session.reader
     follower = Follower(start, reader.ids_after, lambda after: reader.events(after_id=after))
     checked = time.monotonic()
-    try:
-        while True:
+    with _interruptible() as stop:
+        while not stop.is_set():
             try:
                 touched = session.add(follower.poll())
             except StoreBusy as exc:
@@ -285,9 +289,31 @@ def _follow(session: _Session, start: int, out: Output, retry: set[int]) -> int:
                 retry = {s.run_id for s in spans if (s.trace_id, s.span_id) not in session.sent}
             elif sent and out.json_mode:
                 out.json({"sent": sent}, lines=True)
-            time.sleep(POLL_S)
+            stop.wait(POLL_S)
+    return 0
+
+
+@contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    """Ctrl-C ends the loop: KeyboardInterrupt as usual, and a flag the loop checks, so a
+    library that swallows the exception (there are some) cannot keep it running."""
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C is not ours to handle
+        previous = None
+    try:
+        yield stop
     except KeyboardInterrupt:
-        return 0
+        stop.set()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
