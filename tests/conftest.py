@@ -15,6 +15,8 @@ import support
 # Internal errors of runlog raise (or are recorded) under our own tests.
 os.environ["RUNLOG_RAISE_INTERNAL_ERRORS"] = "1"
 os.environ.pop("PARENT_RUN_ID", None)
+for _name in ("TRACEPARENT", "PARENT_SPAN_ID"):  # a traced CI job must not parent our runs
+    os.environ.pop(_name, None)
 for _name in [
     n for n in os.environ if n.startswith("RUNLOG_") and n != "RUNLOG_RAISE_INTERNAL_ERRORS"
 ]:

@@ -32,7 +32,8 @@ def rows(
 def child_env(db: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment for a child Python process of a test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
-    env.pop("PARENT_RUN_ID", None)
+    for name in ("PARENT_RUN_ID", "TRACEPARENT", "PARENT_SPAN_ID"):
+        env.pop(name, None)
     env["RUNLOG_RAISE_INTERNAL_ERRORS"] = "1"
     env["RUNLOG_TIKTOKEN_ENCODING"] = os.environ.get("RUNLOG_TIKTOKEN_ENCODING", "")
     env["PYTHONUNBUFFERED"] = "1"

@@ -574,7 +574,7 @@ class TestErrors:
         assert sorted(p.name for p in scenario.parent.iterdir()) == files
 
 
-VOLATILE = {"pid", "started", "timestamp", "argv"}
+VOLATILE = {"pid", "started", "timestamp", "argv", "traceparent"}  # ids derive from time
 
 
 def stable(data: Any) -> Any:

@@ -215,10 +215,16 @@ class TestPropagation:
         assert next(e for e in events if e["event_type"] == "after.fork")["run_id"] == parent["id"]
 
     def test_child_env_for_custom_launchers(self, db_path: Path) -> None:
-        """child_env() copies the environment with PARENT_RUN_ID set to the current run."""
+        """child_env() copies the environment with PARENT_RUN_ID set to the current run
+        (and TRACEPARENT to the run's span, see test_otlp)."""
         run_id = runlog.init(db=str(db_path))
         env = runlog.child_env({"PATH": "/bin"})
-        assert env == {"PATH": "/bin", "PARENT_RUN_ID": str(run_id), "RUNLOG_DB": str(db_path)}
+        assert env == {
+            "PATH": "/bin",
+            "PARENT_RUN_ID": str(run_id),
+            "RUNLOG_DB": str(db_path),
+            "TRACEPARENT": os.environ["TRACEPARENT"],
+        }
         assert runlog.child_env()["PARENT_RUN_ID"] == str(run_id)
 
     def test_exec_replaces_process_and_keeps_parent(self, db_path: Path) -> None:

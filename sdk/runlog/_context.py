@@ -29,10 +29,11 @@ import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
-from . import _runs
+from . import _runs, _spawn
+from ._current import current
 from ._errors import report_internal_error
 from .patching import Patches
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from ._runs import Runtime
     from ._span import Span
 
-current: ContextVar[Span | None] = ContextVar("runlog_current_span", default=None)
 _synced: Runtime | None = None
 """The runtime whose ``thread_context`` setting is in force."""
 
@@ -120,6 +120,7 @@ def sync() -> None:
     if _synced is runtime:
         return
     _synced = runtime
+    _spawn.install()  # children started inside a span learn it (nothing to do outside one)
     if runtime.config.thread_context:
         install()
     else:

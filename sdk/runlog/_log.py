@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _lifecycle
+from ._current import current as _current_span
 from ._payload import encode
 from ._runs import NoRun, _state, current_run, get_runtime, note_dropped
 
 _life = _lifecycle.life
 
 _MAX_ID = 2**63 - 1
+_get_span = _current_span.get
 
 
 def check_event_type(event_type: object, where: str) -> None:
@@ -54,7 +56,8 @@ def log_event(
     ``payload`` is any mapping; values JSON cannot hold are converted or stored as
     their ``repr`` (marked under ``_runlog``), and a payload past the size cap is
     truncated with a marker, so this never raises for what is inside the payload.
-    A wrong ``event_type`` or ``payload`` type raises at once.  The event is queued
+    A wrong ``event_type`` or ``payload`` type raises at once.  Inside a span the
+    payload gets the span's ``span_id`` (unless it has one).  The event is queued
     for the background writer unless the process runs in sync mode.
     """
     if type(event_type) is not str or not event_type.isascii() or "\x00" in event_type:
@@ -71,6 +74,11 @@ def log_event(
     if run_id is None:
         if parent_run_id is not None:
             raise ValueError("runlog.log_event(parent_run_id=...) also needs run_id=...")
+        span = _get_span()  # inside a span the event records it, so it can be placed there
+        if span is not None and (payload is None or "span_id" not in payload):
+            sid = span._live_id()
+            if sid is not None:
+                payload = {"span_id": sid} if payload is None else {**payload, "span_id": sid}
         emit(event_type, payload)
         return
     _check_id("run_id", run_id)

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from . import _errors, _lifecycle, _scrub
+from . import _errors, _lifecycle, _propagation, _scrub, _spawn
 from ._config import Config, resolve
 from ._errors import ConfigurationError, StoreUnavailableError, forget_warning, warn_once
 from ._payload import encode
@@ -123,10 +123,12 @@ class Runtime:
         if _state.forked_from is not None:
             identity["forked_from_pid"] = _state.forked_from
         identity.update(cfg.identity)
+        identity.update(_spawn.start_fields(parent_run_id))
         payload = encode(_scrub.active().identity(identity), self.cap)
         ts = _now()
         run_id = self.persister.call(lambda: self.store.start_run(ts, parent_run_id, payload))
         self.run = Run(run_id, parent_run_id, cfg.role, cfg.instance_id, os.getpid(), explicit)
+        _spawn.run_started(run_id, parent_run_id, ts)  # TRACEPARENT, next to PARENT_RUN_ID
         os.environ[ENV_VAR] = str(run_id)
         inherited_db = child_db(cfg.db, self.store)
         if inherited_db is not None:
@@ -351,7 +353,7 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
         inherited_db = child_db(runtime.config.db, runtime.store) or inherited_db
     if inherited_db is not None:
         result[DB_VAR] = inherited_db
-    return result
+    return _spawn.under_current_span(result)  # TRACEPARENT, PARENT_SPAN_ID
 
 
 def _end_process_run(runtime: Runtime, exit_fields: dict[str, Any]) -> None:
@@ -416,6 +418,7 @@ def reset_for_tests() -> None:
     if runtime is not None:
         runtime.close()
     _current.set(None)
+    _propagation.reset_for_tests()
     _state.retry_start_at = 0.0
     _state.dropped_early = 0
     _state.flushed_drops = 0

@@ -188,6 +188,10 @@ class Span:
         if not self._end_ns:
             self._end_ns = time.perf_counter_ns()
 
+    def _live_id(self) -> int | None:
+        """``span_id``, or None for a span begun by the process this one was forked from."""
+        return self.span_id if self._epoch == _epoch else None
+
     @property
     def done(self) -> bool:
         """Whether the end event has been logged (or given up)."""

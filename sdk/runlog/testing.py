@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import _runs, _scrub
+from . import _propagation, _runs, _scrub
 from ._config import resolve
 from ._store import Event, Reader
 
@@ -73,6 +73,7 @@ def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
     state = _runs._state
     saved_env = {name: os.environ.get(name) for name in (_runs.ENV_VAR, _runs.DB_VAR)}
     scrubber = _scrub.active()  # the new runtime sets its own; the application's comes back
+    saved_trace = _propagation.snapshot()
     with tempfile.TemporaryDirectory(prefix="runlog-capture-") as folder:
         db_path = Path(folder) / "events.db"
         config = resolve({"db": str(db_path), "role": role, "sync": True, **settings})
@@ -96,6 +97,7 @@ def capture(role: str = "test", **settings: Any) -> Iterator[Capture]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+            _propagation.restore(saved_trace)
 
 
 __all__ = ["Capture", "capture"]

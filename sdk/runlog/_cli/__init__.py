@@ -8,6 +8,7 @@
     runlog show RUN_ID                               one run's events in order
     runlog ui [--host H] [--port P] [--no-browser]   a local web page over it all
     runlog reprice [--run R] [--dry-run]             recompute costs (appends events)
+    runlog export otlp [--endpoint URL] [-f]         the table as OpenTelemetry traces
 
 Every command takes ``--db`` (default: ``RUNLOG_DB``, else ``runlog.db``, as the SDK)
 and ``--json``.  The database is opened read-only: the command never creates or
@@ -25,14 +26,22 @@ from collections.abc import Sequence
 from .._errors import RunlogError
 from .._store import Reader, StoreBusy, StoreFault, redact_url
 from .._ui._command import COMMAND as UI
-from . import _reprice, _show, _stats, _tail, _tree
+from . import _export, _reprice, _show, _stats, _tail, _tree
 from ._args import build_parser
 from ._db import CLIError, open_reader, resolve_db
 from ._output import EscapingReader, Output
 
 COMMANDS = {
     c.name: c
-    for c in (_tree.COMMAND, _tail.COMMAND, _stats.COMMAND, _show.COMMAND, _reprice.COMMAND, UI)
+    for c in (
+        _tree.COMMAND,
+        _tail.COMMAND,
+        _stats.COMMAND,
+        _show.COMMAND,
+        _reprice.COMMAND,
+        _export.COMMAND,
+        UI,
+    )
 }
 
 
