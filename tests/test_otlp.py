@@ -698,6 +698,12 @@ class TestExampleSystem:
             assert sum(s["attributes"][f"gen_ai.usage.{key}"] for s in llm) == sum(
                 r["payload"][key] for r in table
             )
+        completed = [r["payload"] for r in table if r["event_type"] == "llm_call.completed"]
+        exported_cost = sum(s["attributes"].get("gen_ai.usage.cost", 0.0) for s in llm)
+        assert exported_cost == pytest.approx(sum(p["cost_usd"] for p in completed), abs=1e-12)
+        assert exported_cost > 0
+        assert all(s["attributes"].get("operation.cost") == s["attributes"].get("gen_ai.usage.cost")
+                   for s in llm)  # fmt: skip
 
 
 class TestPostgres:

@@ -301,6 +301,18 @@ def _tokens(payload: Mapping[str, Any], out: Attributes) -> None:
             out[f"gen_ai.usage.{key}"] = value
 
 
+def _cost(payload: Mapping[str, Any], out: Attributes) -> None:
+    """The call's cost where backends read it: ``gen_ai.usage.cost`` (Langfuse) and
+    ``operation.cost`` (Logfire), in USD; a cost from estimated tokens stays runlog's."""
+    usd = payload.get("cost_usd")
+    if not isinstance(usd, int | float) or isinstance(usd, bool):
+        return
+    if payload.get("cost_estimated"):
+        out["runlog.usage.estimated_cost"] = float(usd)
+    else:
+        out["gen_ai.usage.cost"] = out["operation.cost"] = float(usd)
+
+
 def _llm_span(event: Event, trace: int, parent: int) -> SpanData:
     payload = event.payload
     operation = str(payload.get("operation") or "chat")
@@ -324,6 +336,7 @@ def _llm_span(event: Event, trace: int, parent: int) -> SpanData:
         elif key not in ("span_id", "parent_span_id", "input_tokens", "output_tokens"):
             rest[key] = value
     _tokens(payload, attributes)
+    _cost(payload, attributes)
     flatten({f"runlog.{k}": v for k, v in rest.items() if k not in ("provider",)}, attributes)
     latency = payload.get("latency_ms")
     duration = int(latency * 1e6) if isinstance(latency, int | float) and latency > 0 else 0
