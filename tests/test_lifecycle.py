@@ -210,6 +210,27 @@ class TestEventsAtExit:
         assert steps(db_path) == list(range(500))
         assert exited(db_path)["events_dropped"] == 0
 
+    def test_abandoned_openai_stream_at_exit_is_logged(self, db_path: Path) -> None:
+        """An instrumented stream still open when the program ends is logged as abandoned."""
+        code = """
+        import runlog
+        from openai import OpenAI
+        from runlog_openai.standin import StandInServer
+        runlog.init(role="victim")
+        runlog.instrument_openai()
+        server = StandInServer(reply="Hi there friend", input_tokens=5, output_tokens=3).start()
+        client = OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+        messages = [{"role": "user", "content": "hi"}]
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=True
+        )
+        next(iter(stream))  # one chunk read, then the program just ends
+        """
+        python(code, db_path)
+        (call,) = [r["payload"] for r in rows(db_path) if r["event_type"] == "llm_call.completed"]
+        assert call["stream_end"] == "abandoned"
+        assert exited(db_path)["events_dropped"] == 0
+
     def test_log_after_close_writes_synchronously(self, db_path: Path) -> None:
         """After the writer is closed, log_event writes the event before returning."""
         runlog.init(db=str(db_path))

@@ -275,6 +275,7 @@ class TestLoading:
         assert out["refused"] and not out["connected"]
         [warning] = out["warnings"]
         assert "o200k_base" in warning and OFFLINE in warning
+        assert "could not be downloaded" in warning and len(warning) < 200, warning  # one line
 
     def test_stalled_download_is_bounded(self, tmp_path: Path) -> None:
         """A download that never ends delays the caller only until the deadline, then falls back."""
