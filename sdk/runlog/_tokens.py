@@ -191,7 +191,7 @@ def _reasons(failures: list[tuple[str, Exception]]) -> str:
 def _reason(exc: Exception) -> str:
     """One short line: a failed download is said as such, not as urllib3's retry story."""
     name = type(exc).__name__
-    if isinstance(exc, OSError):  # requests' and urllib's connection errors included
+    if isinstance(exc, OSError) and not isinstance(exc, _StillLoading):  # requests' too
         return f"{name}: not cached here, and it could not be downloaded"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{name}: {text[:120]}" if text else name

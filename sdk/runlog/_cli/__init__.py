@@ -21,33 +21,45 @@ quietly with 1, rich's convention.  Private: the interface is the command line.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from importlib import import_module
 
 from .._errors import RunlogError
 from .._store import Reader, StoreBusy, StoreFault, redact_url
-from .._ui._command import COMMAND as UI
-from . import _export, _reprice, _show, _stats, _tail, _tree
-from ._args import build_parser
+from ._args import Command, build_parser
 from ._db import CLIError, open_reader, resolve_db
 from ._output import EscapingReader, Output
 
-COMMANDS = {
-    c.name: c
-    for c in (
-        _tree.COMMAND,
-        _tail.COMMAND,
-        _stats.COMMAND,
-        _show.COMMAND,
-        _reprice.COMMAND,
-        _export.COMMAND,
-        UI,
-    )
+MODULES = {
+    "tree": "._tree",
+    "tail": "._tail",
+    "stats": "._stats",
+    "show": "._show",
+    "ui": "runlog._ui._command",
+    "reprice": "._reprice",
+    "export": "._export",
 }
+"""Each command's module, in the order ``--help`` lists them; imported only when needed."""
+
+
+def commands(argv: Sequence[str]) -> dict[str, Command]:
+    """The commands the parser needs for ``argv``: only the one named, when one is.
+
+    A command's module imports what that command uses (rich tables, the UI's server,
+    OpenTelemetry's exporter), so ``runlog tree`` does not pay for ``runlog ui``.
+    """
+    named = next((a for a in argv if not a.startswith("-")), None)
+    names = [named] if named in MODULES else list(MODULES)
+    loaded = (import_module(MODULES[name], __name__).COMMAND for name in names)
+    return {command.name: command for command in loaded}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    parser = build_parser(list(COMMANDS.values()))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    available = commands(argv)
+    parser = build_parser(list(available.values()))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
@@ -59,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reader = open_reader(db, source)
         if not args.json:  # everything people read from the table comes escaped
             reader = EscapingReader(reader.store)
-        return COMMANDS[args.command].run(reader, args, out)
+        return available[args.command].run(reader, args, out)
     except (CLIError, RunlogError) as exc:
         return out.error(str(exc))
     except (StoreBusy, StoreFault) as exc:  # unreachable, or failing in the middle
@@ -71,4 +83,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             reader.store.close()
 
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["MODULES", "commands", "main"]
