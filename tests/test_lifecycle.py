@@ -231,6 +231,21 @@ class TestEventsAtExit:
         assert call["stream_end"] == "abandoned"
         assert exited(db_path)["events_dropped"] == 0
 
+    def test_fork_before_any_span_is_clean(self, db_path: Path) -> None:
+        """Forking (a Popen with preexec_fn, os.fork) in a run that never opened a span
+        runs every fork hook in pairs: nothing is reported as ignored."""
+        code = """
+        import os, subprocess, sys, runlog
+        runlog.init(role="victim")
+        subprocess.run([sys.executable, "-c", "pass"], preexec_fn=os.setsid, check=True)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        """
+        proc = python(code, db_path)
+        assert "Exception ignored" not in proc.stderr, proc.stderr
+
     def test_log_after_close_writes_synchronously(self, db_path: Path) -> None:
         """After the writer is closed, log_event writes the event before returning."""
         runlog.init(db=str(db_path))

@@ -47,9 +47,15 @@ _fork_spans: dict[int, int | None] = {}
 
 
 def _current_span() -> int | None:
-    from ._span import current_span_id  # _span imports _log, which imports _runs
-
-    return current_span_id()
+    """The current span's id, importing nothing: this runs inside fork hooks too, where
+    an import (``_span`` pulls in ``concurrent.futures``) would register fork hooks of its
+    own half-way through the fork, and their ``after`` would run without their ``before``.
+    """
+    spans = sys.modules.get("runlog._span")
+    if spans is None:
+        return None  # no span can be open before the module that makes them is loaded
+    span_id: int | None = spans.current_span_id()
+    return span_id
 
 
 def under_current_span(env: dict[str, str]) -> dict[str, str]:
