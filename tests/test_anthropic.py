@@ -12,7 +12,6 @@ cache read, 1.25 cache write, 5 output).
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -27,7 +26,7 @@ from runlog_openai.standin import StandInServer
 from runlog_providers import settle
 
 from openai_api import Api
-from support import python
+from support import collect_garbage, python
 
 pytestmark = pytest.mark.anyio
 
@@ -269,7 +268,7 @@ class TestMatrix:
         else:
             await read_until_text(api, opened)
         del opened
-        gc.collect()
+        await collect_garbage()
         logged = the_call(events)
         assert logged["stream_end"] == "abandoned"
         assert (logged["input_tokens"], logged["cached_input_tokens"]) == (INPUT, CACHE_READ)

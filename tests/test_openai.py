@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from runlog_openai import _patch, _streams
 from runlog_openai.standin import Behaviour, StandInServer, behaviour_headers
 
 from openai_api import Api
-from support import python, rows
+from support import collect_garbage, python, rows
 
 pytestmark = pytest.mark.anyio
 
@@ -732,7 +731,7 @@ class TestStreamLifecycle:
         stream = await api.get(method(api, call)(**call.kwargs))
         text = await read_until_text(api, stream)
         del stream
-        gc.collect()
+        await collect_garbage()
         logged = the_call(events)
         assert logged["stream_end"] == "abandoned"
         assert logged["output_tokens"] == tokens(text)
@@ -744,7 +743,7 @@ class TestStreamLifecycle:
             stream = await api.get(method(api, call)(**call.kwargs))
         with runlog.span("later"):
             del stream
-            gc.collect()
+            await collect_garbage()
             logged = the_call(events)
         assert (logged["stream_end"], logged["parent_span_id"]) == ("abandoned", task.span_id)
 
@@ -764,7 +763,7 @@ class TestStreamLifecycle:
         """A stream never read logs when collected, with no output."""
         call = STREAMS["chat"]
         await api.get(method(api, call)(**call.kwargs))
-        gc.collect()
+        await collect_garbage()
         logged = the_call(events)
         assert (logged["stream_end"], logged["output_tokens"]) == ("abandoned", 0)
         assert "time_to_first_token_ms" not in logged
