@@ -224,7 +224,7 @@ class TestSchema:
         runlog.init(db=pg_url, sync=True)
         types = [t for (t,) in query(pg_url, "SELECT event_type FROM events ORDER BY id")]
         assert types == ["old", "process.started"]
-        assert query(pg_url, "SELECT schema_version FROM runlog_meta") == [(3,)]
+        assert query(pg_url, "SELECT schema_version FROM runlog_meta") == [(4,)]
 
 
 ADOPTER = """

@@ -46,6 +46,28 @@ class TestSchema:
         conn.close()
         assert {"timestamp", "run_id", "parent_run_id", "event_type"} <= indexed
 
+    @pytest.mark.parametrize(
+        ("where", "index"),
+        [
+            ("run_id = 1", "events_run_id_event_type"),
+            ("parent_run_id = 1", "events_parent_run_id_event_type"),
+            ("event_type = 'x'", "events_event_type"),
+            ("timestamp > 1", "events_timestamp"),
+        ],
+    )
+    def test_every_designed_lookup_uses_an_index(
+        self, db_path: Path, where: str, index: str
+    ) -> None:
+        """Lookups by each designed column search an index (a composite's leftmost
+        column serves run_id and parent_run_id), never scan the table."""
+        runlog.init(db=str(db_path))
+        conn = sqlite3.connect(db_path)
+        plan = " ".join(
+            row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM events WHERE {where}")
+        )
+        conn.close()
+        assert f"USING INDEX {index}" in plan, plan
+
     def test_schema_version_is_recorded(self, db_path: Path) -> None:
         """PRAGMA user_version holds the number of migrations applied."""
         runlog.init(db=str(db_path))
@@ -64,7 +86,7 @@ class TestSchema:
         conn.close()
         runlog.init(db=str(db_path))
         conn = sqlite3.connect(db_path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         conn.close()
         assert {"events_parent_run_id_event_type", "events_run_id_event_type"} <= names
