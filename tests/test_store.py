@@ -293,3 +293,34 @@ class TestForeignFiles:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             after = conn.execute(catalog).fetchall(), conn.execute("TABLE events").fetchall()
         assert after == before
+
+
+class TestBatchInsert:
+    """A batch is one multi-row INSERT per ``rows_per_statement`` rows, in one transaction."""
+
+    @pytest.mark.parametrize("count", [1, 2, 999, 1000, 1001, 2500])
+    def test_every_row_in_order(self, db_path: Path, count: int) -> None:
+        store = open_store(str(db_path))
+        store.create()
+        store.write([(-1, 7, None, "opens", "{}")])  # the connection reads its limit first
+        store._rows_per_statement = 1000  # type: ignore[attr-defined]
+        batch = [(i, 7, None, "batch.row", f'{{"i":{i}}}') for i in range(count)]
+        store.write(batch)
+        store.close()
+        assert [(r["timestamp"], r["payload"]["i"]) for r in rows(db_path)[1:]] == [
+            (i, i) for i in range(count)
+        ]
+
+    def test_a_failing_batch_writes_nothing(self, db_path: Path) -> None:
+        """A bad row in the third statement rolls back the two statements before it."""
+        store = open_store(str(db_path))
+        store.create()
+        store.write([(0, 7, None, "opens", "{}")])  # the connection reads its limit first
+        store._rows_per_statement = 10  # type: ignore[attr-defined]
+        batch: list[tuple[object, ...]] = [(i, 7, None, "batch.row", "{}") for i in range(25)]
+        batch[23] = (23, 7, None, None, "{}")  # event_type NOT NULL
+        with pytest.raises(Exception, match="NOT NULL"):
+            store.write(batch)  # type: ignore[arg-type]
+        store.write([(99, 7, None, "after", "{}")])
+        store.close()
+        assert [r["event_type"] for r in rows(db_path)] == ["opens", "after"]

@@ -18,6 +18,7 @@ The file is watched:
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +44,29 @@ _INSERT = (
     "INSERT INTO events (timestamp, run_id, parent_run_id, event_type, payload)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+_ROW = "(?, ?, ?, ?, ?)"
+_MAX_ROWS_PER_STATEMENT = 2_000
+"""Rows in one ``INSERT``: the default batch in one statement (within SQLite's variable
+limit, which is read from the connection)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _insert(rows: int) -> str:
+    """``INSERT ... VALUES (?, ...), (?, ...)`` for ``rows`` rows."""
+    return _INSERT + (", " + _ROW) * (rows - 1)
+
+
+_SQLITE_LIMIT_VARIABLE_NUMBER = 9  # sqlite3's constant from Python 3.11 on
+
+
+def _variable_limit(conn: sqlite3.Connection) -> int:
+    """How many ``?`` one statement may hold (32,766 since SQLite 3.32, 999 before)."""
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    if getlimit is not None:
+        return int(getlimit(_SQLITE_LIMIT_VARIABLE_NUMBER))
+    return 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
 _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
 # How long one attempt lets SQLite's own busy handler wait; the writer retries on top.
 _BUSY_TIMEOUT_S = 2.0
@@ -119,6 +144,7 @@ class SQLiteStore:
         self.url = f"sqlite:///{self.path}"
         self.readonly = readonly
         self._busy_timeout = busy_timeout
+        self._rows_per_statement = _MAX_ROWS_PER_STATEMENT
         self._shm = f"{self.path}-shm"
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -209,6 +235,7 @@ class SQLiteStore:
             conn.close()
             raise
         self._checked_at = time.monotonic()
+        self._rows_per_statement = min(_MAX_ROWS_PER_STATEMENT, _variable_limit(conn) // 5)
         return conn
 
     def _check_file(self) -> None:
@@ -310,6 +337,14 @@ class SQLiteStore:
         return self._run(work)
 
     def write(self, rows: Sequence[Row]) -> None:
+        """Insert ``rows`` in one transaction, as few statements as the variable limit allows.
+
+        One multi-row ``INSERT`` is one ``sqlite3_step``, run without the GIL: the
+        whole batch, indexes and commit included, is written while the application's
+        threads run Python.  ``executemany`` would release and take back the GIL for
+        every row, and taking it back from a busy thread waits for the interpreter's
+        switch interval (5 ms) each time.
+        """
         # The hot path of every event: inline rather than through _run and _transaction.
         with self._lock:
             try:
@@ -317,17 +352,20 @@ class SQLiteStore:
                     self._check_file()
                 self._check_shm()
                 conn = self._conn or self._open()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if len(rows) == 1:
-                        conn.execute(_INSERT, rows[0])
-                    else:
-                        conn.executemany(_INSERT, rows)
-                    conn.execute("COMMIT")
-                    self._unchecked_rows += len(rows)
-                except BaseException:
-                    _rollback(conn)
-                    raise
+                step = self._rows_per_statement
+                if len(rows) <= step:  # one statement: its own transaction
+                    conn.execute(_insert(len(rows)), list(chain.from_iterable(rows)))
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for start in range(0, len(rows), step):
+                            chunk = rows[start : start + step]
+                            conn.execute(_insert(len(chunk)), list(chain.from_iterable(chunk)))
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        _rollback(conn)
+                        raise
+                self._unchecked_rows += len(rows)
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
 
