@@ -12,7 +12,10 @@ ends:
 * a number that is needed but cannot be counted (no tokenizer) stays ``null`` and
   ``token_source`` is ``"unavailable"``.
 
-Latency is frozen before any counting, so tokenizing never inflates it.  The same
+Latency is frozen before any counting, so tokenizing never inflates it, and counting
+runs off the caller's thread (:meth:`~runlog._span.Span.end_later`): the first count
+of a process loads an encoding, which must land neither in the user's code nor on an
+event loop.  The event keeps the call's timestamp; ``flush()`` and exit wait for it.  The same
 object is a context manager (``with``/``async with``) and a handle that stream
 wrappers end by hand (``finish``/``fail``), whichever comes first winning.
 """
@@ -189,6 +192,19 @@ class LLMCall:
         if self._span.done:
             return False
         self._span.stop()  # latency ends here, before any token counting
+        if self._needs_counting(exc):  # tiktoken's work, off the caller's thread
+            return self._span.end_later(exc, lambda: self._outcome(exc, fields))
+        return self._span.end(exc, self._outcome(exc, fields))
+
+    def _needs_counting(self, exc: BaseException | None) -> bool:
+        """Whether a token number must be counted: the provider did not report it."""
+        inputs = self._input_tokens is None and (
+            self._messages is not None or self._prompt is not None
+        )
+        return inputs or (exc is None and self._output_tokens is None and self._text is not None)
+
+    def _outcome(self, exc: BaseException | None, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields the call's end adds: tokens (counted if need be), cost, status."""
         outcome = dict(fields)
         if self._ttft_ms is not None:
             outcome["time_to_first_token_ms"] = self._ttft_ms
@@ -201,7 +217,7 @@ class LLMCall:
             outcome["input_tokens"] = self._input_count()[0]
             status = getattr(exc, "status_code", None)
             outcome["status_code"] = status if isinstance(status, int) else None
-        return self._span.end(exc, outcome)
+        return outcome
 
     # -- tokens ------------------------------------------------------------------------
     def _input_count(self) -> tuple[int | None, str | None]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _lifecycle
 from ._current import current as _current_span
+from ._later import later as _later
 from ._payload import encode
 from ._runs import NoRun, _state, current_run, get_runtime, note_dropped
 
@@ -115,6 +116,33 @@ def emit(event_type: str, payload: Mapping[str, Any] | None) -> None:
     )
 
 
+def emit_later(event_type: str, build: Callable[[], Mapping[str, Any] | None]) -> None:
+    """Log under the current run an event whose payload ``build()`` makes off this thread.
+
+    The timestamp and run are this moment's; ``build`` runs on runlog's background
+    thread (see :mod:`runlog._later`), or right here in sync mode, where every event
+    is committed before the call that logs it returns.
+    """
+    if _life.hooks_pending:
+        _life.install_signals()
+    try:
+        run = current_run()
+        runtime = _state.runtime or get_runtime()
+    except NoRun:  # reported once where it happened; the event is counted as dropped
+        note_dropped()
+        return
+    stamp = time.time_ns()
+
+    def complete() -> None:
+        payload = encode(build(), runtime.cap)
+        runtime.sink.submit((stamp, run.run_id, run.parent_run_id, event_type, payload))
+
+    if runtime.config.sync:
+        complete()
+    else:
+        _later.submit(complete)
+
+
 def flush(timeout: float | None = None) -> bool:
     """Wait until every event logged so far is in the table.
 
@@ -126,12 +154,16 @@ def flush(timeout: float | None = None) -> bool:
     """
     if _life.hooks_pending:
         _life.install_signals()
+    start = time.monotonic()
+    completed = _later.drain(timeout)  # events still being completed come first
+    if timeout is not None:
+        timeout = max(0.0, timeout - (time.monotonic() - start))
     runtime = _state.runtime
     written = True if runtime is None else runtime.sink.flush(timeout)
     dropped = _state.dropped_early if runtime is None else runtime.dropped()
     honest = dropped == _state.flushed_drops
     _state.flushed_drops = dropped
-    return written and honest
+    return completed and written and honest
 
 
-__all__ = ["check_event_type", "emit", "flush", "log_event"]
+__all__ = ["check_event_type", "emit", "emit_later", "flush", "log_event"]

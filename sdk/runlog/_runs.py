@@ -33,6 +33,7 @@ from typing import Any
 from . import _errors, _lifecycle, _propagation, _scrub, _spawn
 from ._config import Config, resolve
 from ._errors import ConfigurationError, StoreUnavailableError, forget_warning, warn_once
+from ._later import later
 from ._payload import encode
 from ._store import Store, StoreBusy, StoreFault, open_store
 from ._store._inherit import child_db
@@ -111,6 +112,7 @@ class Runtime:
     def start_run(self, parent_run_id: int | None, *, explicit: bool) -> Run:
         """Log ``process.started`` and adopt its id; raises StoreBusy/StoreFault on failure."""
         cfg = self.config
+        later.reopen()  # a run after an earlier one ended (tests, re-init) may defer again
         identity: dict[str, Any] = {
             "role": cfg.role,
             "instance_id": cfg.instance_id,
@@ -143,6 +145,9 @@ class Runtime:
         by then is counted as dropped and reported once.
         """
         self.persister.give_up_at = _lifecycle.deadline(self.config.lock_timeout)
+        # Events still being completed (tokens counted) go in before process.exited;
+        # from here on they are completed on the thread that ends them.
+        later.close(self.config.lock_timeout)
         run = self.run
         if exit_fields is not None and run is not None and run.pid == os.getpid():
             self.sink.flush(self.config.lock_timeout)  # so events_dropped counts the flush
@@ -377,6 +382,7 @@ def _after_fork_in_child() -> None:
     _state.forked_from = parent_pid
     _state.retry_start_at = 0.0
     _state.dropped_early = 0
+    later.after_fork()
     runtime = _state.runtime
     if runtime is None:
         return

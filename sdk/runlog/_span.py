@@ -32,13 +32,13 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import Any, NamedTuple
 
 from . import _context
 from ._errors import report_internal_error, safe_str
-from ._log import emit
+from ._log import emit, emit_later
 
 RESERVED = frozenset(
     {
@@ -230,11 +230,36 @@ class Span:
 
         Returns False if the span had already ended: the first end wins.
         """
-        if exc is None:
-            return self._close(self.names.completed, fields, _OK)
-        if isinstance(exc, Exception):
-            return self._close(self.names.failed, fields, _failure(exc))
-        return self._close(self.names.completed, fields, _cancellation(exc))
+        event_type, outcome = self._outcome(exc)
+        return self._close(event_type, fields, outcome)
+
+    def end_later(
+        self, exc: BaseException | None, complete: Callable[[], Mapping[str, Any]]
+    ) -> bool:
+        """End as :meth:`end` does, now, with the fields ``complete()`` returns later.
+
+        ``complete`` runs on runlog's background thread (see :mod:`runlog._later`): for
+        work too slow for the caller's thread, such as counting tokens.  The event keeps
+        this moment's timestamp, run and duration.  False if the span had already ended.
+        """
+        end = self._end_ns or time.perf_counter_ns()
+        if not self._claim():
+            return False
+        event_type, outcome = self._outcome(exc)
+
+        def build() -> dict[str, Any]:
+            try:
+                fields = complete()
+            except Exception as error:  # the event is logged all the same, without them
+                report_internal_error(f"completing {event_type}", error, reraise=False)
+                fields = _NONE
+            return self._end_payload(fields, outcome, end)
+
+        try:
+            emit_later(event_type, build)
+        except Exception as error:
+            report_internal_error(f"logging {event_type}", error)
+        return True
 
     def finish(self, **fields: Any) -> bool:
         """Log the ``completed`` event with ``status: "ok"``; False if already ended."""
@@ -248,16 +273,34 @@ class Span:
         """Log the ``completed`` event with ``status: "cancelled"``; False if already ended."""
         return self._close(self.names.completed, fields, _cancellation(exc))
 
-    def _close(
-        self, event_type: str, fields: Mapping[str, Any], outcome: Mapping[str, Any]
-    ) -> bool:
-        end = self._end_ns or time.perf_counter_ns()
+    def _outcome(self, exc: BaseException | None) -> tuple[str, Mapping[str, Any]]:
+        """The end event's type and status fields for an operation left by ``exc``."""
+        if exc is None:
+            return self.names.completed, _OK
+        if isinstance(exc, Exception):
+            return self.names.failed, _failure(exc)
+        return self.names.completed, _cancellation(exc)
+
+    def _claim(self) -> bool:
+        """Take the one end (True once); False too for a span of the pre-fork parent."""
         with _finish_lock:
             if self._done:
                 return False
             self._done = True
-        if self._epoch != _epoch:  # begun by the parent process before a fork
+        return self._epoch == _epoch
+
+    def _close(
+        self, event_type: str, fields: Mapping[str, Any], outcome: Mapping[str, Any]
+    ) -> bool:
+        end = self._end_ns or time.perf_counter_ns()
+        if not self._claim():
             return False
+        _emit(event_type, self._end_payload(fields, outcome, end))
+        return True
+
+    def _end_payload(
+        self, fields: Mapping[str, Any], outcome: Mapping[str, Any], end: int
+    ) -> dict[str, Any]:
         payload = self._payload(fields)
         if self._active_ns is None:
             payload[self.names.duration_key] = ((end - self._t0) // 1000) / 1000
@@ -265,8 +308,7 @@ class Span:
             payload[self.names.duration_key] = _ms(self._active_ns)
             payload["elapsed_ms"] = _ms(end - self._t0)
         payload.update(outcome)
-        _emit(event_type, payload)
-        return True
+        return payload
 
     def _payload(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Ids first, then the span's fields and ``fields``; the ids cannot be overwritten."""

@@ -140,10 +140,42 @@ def encoding_name_for(model: str | None) -> str:
     return NEWEST_ENCODING
 
 
+_import_guard = threading.Lock()
+"""Held while tiktoken and its plugins are imported, which runlog does off the caller's
+thread: a fork waits for it (bounded), so a child never inherits a half-imported module
+whose import lock belongs to a thread the child does not have."""
+_imported = False
+
+
+def _import_tiktoken() -> None:
+    """Import tiktoken and find its encodings' constructors (the ``tiktoken_ext`` plugins)."""
+    global _imported
+    if _imported:
+        return
+    with _import_guard:
+        import tiktoken
+
+        tiktoken.list_encoding_names()
+        _imported = True
+
+
+def _before_fork() -> None:
+    global _guard_held
+    _guard_held = _import_guard.acquire(timeout=5.0)
+
+
+def _after_fork_in_parent() -> None:
+    if _guard_held:
+        _import_guard.release()
+
+
+_guard_held = False
+
+
 def _resolve(wanted: str | None, model: str | None) -> tuple[Tokenizer | None, bool]:
     """The first encoding that loads, and whether that answer is final (no load pending)."""
     try:
-        import tiktoken  # noqa: F401  (only whether it imports)
+        _import_tiktoken()
     except Exception as exc:  # ImportError, or an installation broken in any other way
         _warn_unavailable([("tiktoken", exc)])
         return None, True
@@ -250,13 +282,13 @@ def _load(name: str) -> Encoding | Exception:
 
 def _construct(name: str) -> Encoding:
     """Build encoding ``name`` the way tiktoken's registry does, without its lock."""
+    _import_tiktoken()  # the constructors of the tiktoken_ext plugins, too
     import tiktoken
     from tiktoken import registry
 
     loaded = registry.ENCODINGS.get(name)  # the program's own tiktoken calls loaded it
     if loaded is not None:
         return loaded
-    tiktoken.list_encoding_names()  # finds the constructors of the tiktoken_ext plugins
     constructor = (registry.ENCODING_CONSTRUCTORS or {}).get(name)
     if constructor is None:
         raise ValueError(f"tiktoken has no encoding named {name!r}")
@@ -264,9 +296,10 @@ def _construct(name: str) -> Encoding:
 
 
 def _forget_pending_loads() -> None:
-    """In a forked child, loads in flight have no thread: forget them (and the lock)."""
-    global _loads_lock
+    """In a forked child, loads in flight have no thread: forget them (and the locks)."""
+    global _loads_lock, _import_guard
     _loads_lock = threading.Lock()
+    _import_guard = threading.Lock()
     for name in [name for name, load in _loads.items() if load.outcome is None]:
         del _loads[name]
 
@@ -298,7 +331,11 @@ def _strings(obj: object, keys: tuple[str, ...]) -> Iterator[str]:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pending_loads)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_forget_pending_loads,
+    )
 
 
 __all__ = [

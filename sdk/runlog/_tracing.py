@@ -500,15 +500,33 @@ def span(name: str, /, **fields: Any) -> SpanScope:
     copy of the context, so their events name the span as parent; set
     ``RUNLOG_THREAD_CONTEXT=0`` to turn that off.
     """
+    names = _span_names.get(name) if type(name) is str else None
+    if names is None:
+        names = _names_of_span(name)
+    if fields:
+        check_fields(fields, f"runlog.span({name!r})")
+    return SpanScope(names, fields)
+
+
+_span_names: dict[str, EventNames] = {}
+"""The event types of each span name seen, checked once (span() runs on hot paths)."""
+_SPAN_NAMES_LIMIT = 4_096
+
+
+def _names_of_span(name: object) -> EventNames:
+    """Check a span name (raising at the call site if it is wrong); remember its types."""
     if not isinstance(name, str):
         hint = ' (use @runlog.span("name") or @runlog.traced_event)' if callable(name) else ""
         raise TypeError(f"runlog.span() needs a name as a str, got {type(name).__name__}{hint}")
     if not name:
         raise ValueError("runlog.span() needs a non-empty name such as 'task'")
     check_event_type(name, "runlog.span()")
-    if fields:
-        check_fields(fields, f"runlog.span({name!r})")
-    return SpanScope(EventNames.of_span(name), fields)
+    names = EventNames.of_span(name)
+    if type(name) is str:  # not a subclass: its hash and equality are str's own
+        if len(_span_names) >= _SPAN_NAMES_LIMIT:  # names made of data: keep memory bounded
+            _span_names.clear()
+        _span_names[name] = names
+    return names
 
 
 __all__ = ["SpanScope", "derive_event_type", "span", "traced_event"]
