@@ -71,12 +71,18 @@ def _chat_result(reply: Reply, obj: Any) -> bool:
 
 
 def _chat_item(reply: Reply, chunk: Any) -> bool:
+    # Runs for every chunk: fields a chunk lacks (most of them, most of the time) cost a
+    # getattr and no call.
     content = False
     for choice in getattr(chunk, "choices", None) or ():
         delta = getattr(choice, "delta", None)
         if delta is not None:
-            content = reply.add(getattr(delta, "content", None)) or content
-            content = reply.add(getattr(delta, "refusal", None)) or content
+            text = getattr(delta, "content", None)
+            if text is not None:
+                content = reply.add(text) or content
+            refusal = getattr(delta, "refusal", None)
+            if refusal is not None:
+                content = reply.add(refusal) or content
             for call in getattr(delta, "tool_calls", None) or ():
                 function = getattr(call, "function", None)
                 content = reply.add(getattr(function, "name", None)) or content
