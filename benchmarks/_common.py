@@ -152,3 +152,25 @@ __all__ = [
     "time_runlog",
     "us",
 ]
+
+
+SUMMARY_ENV = "RUNLOG_BENCH_SUMMARY"
+"""A file to which each benchmark appends its headline rows (``make bench`` sets it;
+``summary.py`` prints them as one table at the end)."""
+
+
+def record(
+    row: str,
+    value: float,
+    target: float | None,
+    *,
+    unit: str = "x",
+    spread: tuple[float, float] | None = None,
+) -> None:
+    """Append one headline figure (a ratio, or a value in ``unit``) to the summary file."""
+    path = os.environ.get(SUMMARY_ENV)
+    if not path:
+        return
+    entry = {"row": row, "value": value, "target": target, "unit": unit, "spread": spread}
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
