@@ -86,3 +86,46 @@ class TestImport:
             "first",
             "process.exited",
         ]
+
+
+TREE_NEVER = [
+    "rich",
+    "argparse",
+    "json",
+    "typing",
+    "dataclasses",
+    "logging",
+    "socket",
+    "psycopg",
+    "runlog._store",
+    "runlog._payload",
+    "runlog._lifecycle",
+    "runlog._log",
+    "runlog._spend",
+    "runlog._config",
+    "runlog._errors",
+    "runlog._cli._args",
+    "runlog._cli._output",
+    "runlog._cli._runs",
+]
+"""What ``runlog tree`` to a pipe does without: the writer and the encoder, rich, argparse."""
+
+
+class TestTreeImports:
+    def test_tree_to_a_pipe_imports_sqlite3_and_little_else(self, db_path: Path) -> None:
+        """``runlog tree`` whose output is not a terminal draws the tree from sqlite3 alone."""
+        python("import runlog; runlog.init(role='worker'); runlog.log_event('x')", db_path)
+        code = f"""
+        import json, sys
+        before = set(sys.modules)
+        sys.stdout = open("tree.txt", "w", encoding="utf-8")
+        from runlog._cli import main
+        status = main(["tree", "--db", {str(db_path)!r}])
+        sys.stdout.close()
+        sys.stdout = sys.__stdout__
+        loaded = [m for m in {TREE_NEVER!r} if m in set(sys.modules) - before]
+        print(json.dumps([status, open("tree.txt").read(), loaded]))
+        """
+        status, drawn, loaded = json.loads(python(code, None, COLUMNS="200").stdout)
+        assert (status, loaded) == (0, [])
+        assert drawn.startswith(f"sqlite:///{db_path}\n└── #1 worker · pid ")
