@@ -852,18 +852,38 @@ class TestPlainTree:
         code, out, _ = full_tree(capsys, ["--db", str(db_path)])
         assert code == 0 and "#1 " in out
 
-    @pytest.mark.parametrize("env", [{"FORCE_COLOR": "1"}, {"TTY_COMPATIBLE": "1"}])
-    def test_a_terminal_for_rich_is_left_to_rich(
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"FORCE_COLOR": "1", "TERM": "xterm"},
+            {"TTY_COMPATIBLE": "1", "TERM": "xterm-256color", "COLORTERM": "truecolor"},
+            {"FORCE_COLOR": "1", "NO_COLOR": "1"},
+            {"FORCE_COLOR": "1", "TERM": "dumb"},
+            {"FORCE_COLOR": "", "TERM": "xterm"},
+            {"FORCE_COLOR": "1", "TTY_COMPATIBLE": "0"},
+        ],
+    )
+    @pytest.mark.parametrize("args", [[], ["2"]])
+    def test_a_terminal_gets_the_colours_of_rich(
         self,
         env: dict[str, str],
+        args: list[str],
         varied: Path,
         capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """Where rich would see a terminal (and print colours), rich prints."""
-        for name, value in env.items():
+        """Where rich would see a terminal, the same escape sequences come out (none for
+        a dumb one; bold and dim alone under NO_COLOR)."""
+        for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR", "COLORTERM"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {"COLUMNS": "90", **env}.items():
             monkeypatch.setenv(name, value)
-        assert quick_tree(capsys, ["--db", str(varied)]) == (None, "")
+        argv = ["--db", str(varied), *args]
+        code, out = quick_tree(capsys, argv)
+        assert code == 0
+        assert (code, out, "") == full_tree(capsys, argv)
+        terminal = env.get("TTY_COMPATIBLE", env.get("FORCE_COLOR")) == "1"
+        assert ("\x1b[" in out) == (terminal and env.get("TERM") != "dumb")
 
     def test_the_shared_formats_agree(self) -> None:
         """The copies this path keeps (the default database, the cost format) are the

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import runlog
 
 from support import python, rows
@@ -112,8 +114,9 @@ TREE_NEVER = [
 
 
 class TestTreeImports:
-    def test_tree_to_a_pipe_imports_sqlite3_and_little_else(self, db_path: Path) -> None:
-        """``runlog tree`` whose output is not a terminal draws the tree from sqlite3 alone."""
+    @pytest.mark.parametrize("colour", ["", "1"])
+    def test_tree_imports_sqlite3_and_little_else(self, colour: str, db_path: Path) -> None:
+        """``runlog tree`` draws the tree from sqlite3 alone, in colour for a terminal."""
         python("import runlog; runlog.init(role='worker'); runlog.log_event('x')", db_path)
         code = f"""
         import json, sys
@@ -126,6 +129,10 @@ class TestTreeImports:
         loaded = [m for m in {TREE_NEVER!r} if m in set(sys.modules) - before]
         print(json.dumps([status, open("tree.txt").read(), loaded]))
         """
-        status, drawn, loaded = json.loads(python(code, None, COLUMNS="200").stdout)
+        out = python(code, None, COLUMNS="200", FORCE_COLOR=colour, TERM="xterm").stdout
+        status, drawn, loaded = json.loads(out)
         assert (status, loaded) == (0, [])
-        assert drawn.startswith(f"sqlite:///{db_path}\n└── #1 worker · pid ")
+        if colour:
+            assert drawn.startswith(f"\x1b[2msqlite:///{db_path}\x1b[0m\n\x1b[2m└── \x1b[0m")
+        else:
+            assert drawn.startswith(f"sqlite:///{db_path}\n└── #1 worker · pid ")

@@ -9,8 +9,10 @@ and ``os`` alone.  Its output is rich's, byte for byte: the same summaries as
 text from :func:`label_parts`), and rich's word wrapping to the same width.
 
 Whenever it cannot be sure of that it returns None before printing anything, and
-``main`` runs the full command: a terminal (colours), ``--json``, a URL, a usage or
-database error, a text that would need escaping or is wider than one cell a character.
+``main`` runs the full command: ``--json``, a URL, a usage or database error, a text
+that would need escaping or is wider than one cell a character.  On a terminal it
+writes rich's colours itself (the few standard ones a label uses, ``NO_COLOR`` and a
+dumb terminal respected), so that the terminal is as quick as a pipe.
 
 Nothing here imports more than ``json`` at module level: the command's import cost is
 the point (``tests/test_import.py`` checks it).
@@ -567,6 +569,12 @@ def _plain(text: object) -> str:
 def wrap(text: str, width: int) -> list[str]:
     """``text`` word-wrapped (long words folded) as rich's ``Text.wrap`` does, for text
     of single-cell characters whose only whitespace is the space."""
+    return [text[start:end] for start, end in _wrap(text, width)]
+
+
+def _wrap(text: str, width: int) -> list[tuple[int, int]]:
+    """Where :func:`wrap`'s lines start and end in ``text`` (rich's ``divide_line``, then
+    ``rstrip_end`` and ``truncate`` of each line)."""
     breaks: list[int] = []
     offset = 0
     position = 0
@@ -577,8 +585,6 @@ def wrap(text: str, width: int) -> list[str]:
             position += 1
         while position < size and text[position] != " ":
             position += 1
-        if position == start:
-            break
         while position < size and text[position] == " ":
             position += 1
         word = text[start:position]
@@ -597,38 +603,81 @@ def wrap(text: str, width: int) -> list[str]:
         elif offset and start:
             breaks.append(start)
             offset = len(word)
-    lines = [text[a:b] for a, b in zip([0, *breaks], [*breaks, size], strict=True)]
     out = []
-    for line in lines:
-        if len(line) > width:  # Text.rstrip_end: trailing spaces beyond the width go
-            excess = len(line) - width
-            spaces = len(line) - len(line.rstrip(" "))
-            line = line[: len(line) - min(spaces, excess)]
-        out.append(line[:width])
+    for start, end in zip([0, *breaks], [*breaks, size], strict=True):
+        if end - start > width:  # Text.rstrip_end: trailing spaces beyond the width go
+            spaces = (end - start) - len(text[start:end].rstrip(" "))
+            end -= min(spaces, end - start - width)
+        out.append((start, min(end, start + width)))
     return out
 
 
-def render(url: str, roots: Sequence[RunLike], width: int) -> str:
-    """The tree as rich prints it without a terminal: guides, wrapped labels, no styles."""
-    lines = wrap(_plain(url), width)
-    stack: list[tuple[str, Sequence[RunLike], int]] = [("", roots, 0)]
+_CODES = {
+    "bold": "1",
+    "dim": "2",
+    "bold cyan": "1;36",
+    "cyan": "36",
+    "red": "31",
+    "bold red": "1;31",
+    "green": "32",
+    "yellow": "33",
+}
+"""rich's SGR codes for the styles of a label (standard colours: the same in every
+colour system rich detects)."""
+_NO_COLOR = {style: "1" if style.startswith("bold") else "" for style in _CODES} | {"dim": "2"}
+"""The same under ``NO_COLOR``: rich keeps bold and dim."""
+
+
+def _lines(
+    parts: Sequence[tuple[str, str]], width: int, guides: list[str]
+) -> Iterable[tuple[list[str], list[tuple[str, str]]]]:
+    """The lines of one label wrapped to ``width``: their guides and (text, style) pieces."""
+    text = "".join(_plain(part) for part, _ in parts)
+    below = [*guides[:-1], _CONTINUED[guides[-1]]] if guides else []
+    for i, (start, end) in enumerate(_wrap(text, width)):
+        pieces = []
+        at = 0
+        for part, style in parts:
+            low, high = max(at, start), min(at + len(part), end)
+            if low < high:
+                pieces.append((text[low:high], style))
+            at += len(part)
+        yield below if i else guides, pieces
+
+
+_CONTINUED = {"├── ": "│   ", "└── ": "    "}
+
+
+def render(url: str, roots: Sequence[RunLike], width: int, codes: Mapping[str, str] | None) -> str:
+    """The tree as rich prints it: guides, wrapped labels, and ``codes`` for the styles
+    (None: no terminal, no styles)."""
+    lines = list(_lines([(url, "dim")], width, []))
+    stack: list[tuple[list[str], Sequence[RunLike], int]] = [([], roots, 0)]
     while stack:
-        prefix, siblings, index = stack.pop()
+        above, siblings, index = stack.pop()
         if index >= len(siblings):
             continue
         run = siblings[index]
         last = index == len(siblings) - 1
-        stack.append((prefix, siblings, index + 1))
-        fork, rest = ("└── ", "    ") if last else ("├── ", "│   ")
-        available = width - len(prefix) - 4
+        stack.append((above, siblings, index + 1))
+        available = width - 4 * len(above) - 4
         if available < _MIN_WIDTH:
             raise Fallback
-        label = "".join(_plain(text) for text, _ in label_parts(run))
-        for i, line in enumerate(wrap(label, available)):
-            lines.append(prefix + (rest if i else fork) + line)
+        lines += _lines(label_parts(run), available, [*above, "└── " if last else "├── "])
         if run.children:
-            stack.append((prefix + rest, run.children, 0))
-    return "\n".join(lines) + "\n"
+            stack.append(([*above, "    " if last else "│   "], run.children, 0))
+    out = []
+    for guides, pieces in lines:
+        if codes is None:
+            out.append("".join(guides) + "".join(text for text, _ in pieces))
+            continue
+        segments = [(guide, "dim") for guide in guides] + pieces
+        out.append("".join(_styled(text, codes.get(style, "")) for text, style in segments))
+    return "\n".join(out) + "\n"
+
+
+def _styled(text: str, code: str) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if code else text
 
 
 # -- the command line ------------------------------------------------------------------
@@ -671,26 +720,46 @@ def _parse(argv: Sequence[str]) -> tuple[str | None, int | None, int | None]:
     return db, root, last
 
 
-def _width() -> int:
-    """The width rich would use, provided it would not see a terminal; else Fallback."""
+def _terminal() -> bool:
+    """Whether rich's ``Console.is_terminal`` would say stdout is a terminal."""
     env = os.environ
-    if "FORCE_COLOR" in env or env.get("TTY_COMPATIBLE") == "1":
-        raise Fallback
-    out = sys.stdout
-    encoding = getattr(out, "encoding", None)
-    if not isinstance(encoding, str) or not encoding.lower().startswith("utf"):
-        raise Fallback
+    compatible = env.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    if "FORCE_COLOR" in env:
+        return env["FORCE_COLOR"] != ""
     try:
-        if env.get("TTY_COMPATIBLE") != "0" and out.isatty():
-            raise Fallback
+        return bool(sys.stdout.isatty())
     except (AttributeError, ValueError, OSError):
         raise Fallback from None
-    columns = env.get("COLUMNS")
-    if columns is None:
-        return PIPE_WIDTH
-    if not columns.isdigit():
-        raise Fallback
-    return int(columns)
+
+
+def _output() -> tuple[int, Mapping[str, str] | None]:
+    """The width rich would wrap to and the codes of its styles (None: plain text)."""
+    env = os.environ
+    encoding = getattr(sys.stdout, "encoding", None)
+    if not isinstance(encoding, str) or not encoding.lower().startswith("utf"):
+        raise Fallback  # rich's ASCII guides
+    terminal = _terminal()
+    dumb = terminal and env.get("TERM", "").lower() in ("dumb", "unknown")
+    codes = None
+    if terminal and not dumb:
+        codes = _NO_COLOR if env.get("NO_COLOR", "") != "" else _CODES
+    columns, rows = env.get("COLUMNS"), env.get("LINES")
+    if columns is None and not terminal:
+        return PIPE_WIDTH, codes  # as Output sets it
+    if dumb and not (columns and columns.isdigit() and rows and rows.isdigit()):
+        return 80, codes  # rich's Console.size for a dumb terminal
+    if columns is not None and columns.isdigit():
+        return int(columns), codes
+    width = 0
+    for fd in (0, 1, 2):  # as rich's Console.size
+        try:
+            width = os.get_terminal_size(fd)[0]
+        except (AttributeError, ValueError, OSError):
+            continue
+        break
+    return width or 80, codes
 
 
 def _path(db: str) -> str:
@@ -708,7 +777,7 @@ def tree(argv: Sequence[str]) -> int | None:
     """``runlog tree ARGV`` as the full command prints it, or None: then ``main`` runs it."""
     try:
         db, root, last = _parse(argv)
-        width = _width()
+        width, codes = _output()
         db = db or os.environ.get("RUNLOG_DB") or DEFAULT_DB
         _plain(db)  # plain_text()'s check, and the header is printed as is
         path = _path(db)
@@ -724,7 +793,7 @@ def tree(argv: Sequence[str]) -> int | None:
             store.conn.close()
         if not roots:
             raise Fallback  # not a runlog database, or "no runs": the full command says so
-        text = render(f"sqlite:///{path}", roots, width)
+        text = render(f"sqlite:///{path}", roots, width, codes)
     except (Fallback, OSError, ValueError):
         return None
     try:
