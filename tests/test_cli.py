@@ -914,3 +914,14 @@ def test_wrap_is_rich_wrap(text: str, width: int) -> None:
     console = Console(width=width)
     expected = [line.plain for line in Text(text).wrap(console, width)]
     assert wrap(text, width) == expected
+
+
+def test_an_unopenable_database_is_left_to_the_full_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file SQLite cannot read (not a database) is reported by the full command."""
+    db = tmp_path / "junk.db"
+    db.write_bytes(b"not a database at all" * 100)
+    assert quick_tree(capsys, ["--db", str(db)]) == (None, "")
+    code, _, err = full_tree(capsys, ["--db", str(db)])
+    assert code == 1 and "not a runlog database" in err

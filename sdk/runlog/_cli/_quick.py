@@ -289,6 +289,16 @@ class _Db:
             yield f"run_id IN ({', '.join('?' * len(chunk))})", chunk
 
 
+def _open(path: str) -> _Db:
+    """The database at ``path``, read-only; Fallback if SQLite cannot open it."""
+    import sqlite3
+
+    try:
+        return _Db(path)
+    except sqlite3.Error:
+        raise Fallback from None
+
+
 def _quote(path: str) -> str:
     from urllib.parse import quote
 
@@ -781,7 +791,7 @@ def tree(argv: Sequence[str]) -> int | None:
         db = db or os.environ.get("RUNLOG_DB") or DEFAULT_DB
         _plain(db)  # plain_text()'s check, and the header is printed as is
         path = _path(db)
-        store = _Db(path)
+        store = _open(path)
         try:
             found = store.query(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'"
