@@ -98,6 +98,8 @@ TREE_NEVER = [
     "dataclasses",
     "logging",
     "socket",
+    "sqlite3",
+    "datetime",
     "psycopg",
     "runlog._store",
     "runlog._payload",
@@ -110,7 +112,8 @@ TREE_NEVER = [
     "runlog._cli._output",
     "runlog._cli._runs",
 ]
-"""What ``runlog tree`` to a pipe does without: the writer and the encoder, rich, argparse."""
+"""What ``runlog tree`` does without: the writer and the encoder, rich, argparse, even
+``sqlite3``'s Python part (its C module is enough) and ``json`` (SQLite decodes)."""
 
 
 class TestTreeImports:

@@ -1,12 +1,13 @@
-"""``runlog tree`` to a pipe or a file in a few milliseconds: sqlite3 and plain text only.
+"""``runlog tree`` in a few milliseconds: SQLite's C module and text, no rich, no store.
 
 The full command costs about 140 ms before it prints anything: argparse, rich, the
-store with its dataclasses and logging.  A tree written to a pipe has no colours and
-needs none of that, so for the common case (an SQLite file, plain text out, options
-written plainly) :func:`tree` answers with the standard library's ``sqlite3``, ``json``
-and ``os`` alone.  Its output is rich's, byte for byte: the same summaries as
-``_runs.load_tree`` (the same queries), the same labels (``_tree`` builds its rich
-text from :func:`label_parts`), and rich's word wrapping to the same width.
+store with its dataclasses and logging.  A tree needs none of that, so for the common
+case (an SQLite file, options written plainly) :func:`tree` answers with SQLite's C
+module and ``os`` alone (SQLite decodes the payload fields it reads: no ``json``).
+Its output is rich's, byte for byte: the same summaries as ``_runs.load_tree`` (the
+same queries), the same labels (``_tree`` builds its rich text from
+:func:`label_parts`), rich's word wrapping to the same width, and on a terminal the
+same escape sequences.
 
 Whenever it cannot be sure of that it returns None before printing anything, and
 ``main`` runs the full command: ``--json``, a URL, a usage or database error, a text
@@ -14,8 +15,8 @@ that would need escaping or is wider than one cell a character.  On a terminal i
 writes rich's colours itself (the few standard ones a label uses, ``NO_COLOR`` and a
 dumb terminal respected), so that the terminal is as quick as a pipe.
 
-Nothing here imports more than ``json`` at module level: the command's import cost is
-the point (``tests/test_import.py`` checks it).
+Nothing here is imported at module level but ``os`` and ``sys``: the command's import
+cost is the point (``tests/test_import.py`` checks what it leaves out).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs more than this whole path
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Iterable, Mapping, Sequence
     from typing import Any, Protocol
 
@@ -262,13 +264,12 @@ class _Db:
     """The read-only connection and the queries of ``Reader``, SQLite's SQL written out."""
 
     def __init__(self, path: str) -> None:
-        import sqlite3
-
-        self.error = sqlite3.Error
+        driver = _driver()
+        self.error: type[Exception] = driver.Error
         if not os.path.isfile(path):
             raise Fallback  # the full command explains
         quoted = path if _URI_SAFE.issuperset(path) else _quote(path)
-        self.conn = sqlite3.connect(
+        self.conn: sqlite3.Connection = driver.connect(
             f"file:{quoted}?mode=ro",
             uri=True,
             timeout=1.5,  # open_store's: min(2.0, lock_timeout / 20)
@@ -289,14 +290,31 @@ class _Db:
             yield f"run_id IN ({', '.join('?' * len(chunk))})", chunk
 
 
+def _driver() -> Any:
+    """``sqlite3``'s C module, which ``sqlite3`` re-exports: the connection and its errors,
+    without ``sqlite3.dbapi2``'s adapters for ``datetime`` (never bound here, never
+    converted: no ``detect_types``), whose import costs twice the module's own."""
+    if "sqlite3" in sys.modules:
+        return sys.modules["sqlite3"]
+    try:
+        import _sqlite3
+    except ImportError:
+        raise Fallback from None  # a Python without SQLite: the full command says so
+    if not (hasattr(_sqlite3, "connect") and hasattr(_sqlite3, "Error")):
+        import sqlite3  # a Python whose C module is arranged otherwise
+
+        return sqlite3
+    return _sqlite3
+
+
 def _open(path: str) -> _Db:
     """The database at ``path``, read-only; Fallback if SQLite cannot open it."""
-    import sqlite3
-
     try:
         return _Db(path)
-    except sqlite3.Error:
-        raise Fallback from None
+    except Exception as exc:
+        if isinstance(exc, _driver().Error):
+            raise Fallback from None
+        raise
 
 
 def _quote(path: str) -> str:
