@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runlog._cli import main
 from runlog._cli._liveness import liveness
@@ -681,3 +683,245 @@ class TestEscapes:
             timeout=120,
         )
         assert proc.returncode == 1 and "\x1b" not in proc.stderr and "\\x1b[2J" in proc.stderr
+
+
+# -- `runlog tree` to a pipe or a file: the plain path, and the full command's output ------
+def write_runs(db: Path, events: list[tuple[int, int | None, str, dict[str, Any] | None]]) -> None:
+    """A runlog database holding ``events``: (run_id, parent_run_id, event_type, payload)."""
+    python(f"import runlog._store as s; s.open_store({str(db)!r}).create()")
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(
+            "INSERT INTO events (timestamp, run_id, parent_run_id, event_type, payload)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (1_700_000_000_000_000_000 + i * 1_234_567, run, parent, kind, json.dumps(data))
+                for i, (run, parent, kind, data) in enumerate(events)
+            ],
+        )
+    conn.close()
+
+
+def started(run: int, parent: int | None, role: object = "worker", **more: object) -> Any:
+    """A ``process.started`` row of ``run`` (pid 1: this test's host, a live pid)."""
+    payload = {"role": role, "pid": 1, "host": socket.gethostname(), **more}
+    return (run, parent, "process.started", payload)
+
+
+def exited(run: int, parent: int | None, reason: str = "normal", **more: object) -> Any:
+    """A ``process.exited`` row of ``run``."""
+    return (run, parent, "process.exited", {"reason": reason, "exit_code": 0, **more})
+
+
+def completed(run: int, parent: int | None, **payload: object) -> Any:
+    """An ``llm_call.completed`` row of ``run``."""
+    return (run, parent, "llm_call.completed", {"model_name": "gpt-4o-mini", **payload})
+
+
+LONG_ERROR = "the upstream said no " * 6
+VARIED = [
+    started(1, None, "supervisor", instance_id="sup 1"),
+    (1, None, "revision.promoted", {"revision": "r1"}),
+    started(2, 1, instance_id="worker-1"),
+    completed(2, 1, input_tokens=1200, output_tokens=34, cost_usd=0.0123, cost_source="t"),
+    (2, 1, "llm_call.repriced", {"call_id": 4, "cost_usd": 0.5, "cost_source": "r"}),
+    completed(2, 1, input_tokens=5, output_tokens=7, cost_usd=None, cost_source="unpriced"),
+    completed(2, 1, input_tokens=3, output_tokens=True, cost_usd=2.5, cost_estimated=True),
+    (2, 1, "llm_call.failed", {"model_name": "gpt-4o", "error_type": "RateLimit"}),
+    (2, 1, "task.started", {"task_id": 1}),
+    (2, 1, "task.failed", {"task_id": 1}),
+    (2, 1, "task.claimed", {"status": "error"}),
+    (2, 1, "task.claimed", {"status": "ok"}),
+    exited(2, 1, "exception", error_type="UpstreamError", error=LONG_ERROR, exit_code=1),
+    started(3, 1, "a-rather-long-role-name-for-wrapping", instance_id="w " * 30),
+    exited(3, 1, "signal", signal="SIGTERM"),
+    (4, 2, "task.claimed", {"task_id": 4}),
+    started(5, 999, role=None),
+    exited(5, 999, exit_code=3),
+    started(6, None, pid=None, host="elsewhere"),
+    *[started(run, run - 1, error_type="x" * 90) for run in range(10, 18)],
+    *[exited(run, run - 1, "exception", error_type="E" * 150) for run in range(10, 18)],
+    started(20, None, "lost-one", pid=2**22 + 12345),
+    started(21, None, "on-another-host", host="elsewhere", pid=7),
+    (21, None, "task.claimed", {"task_id": 9}),
+]
+"""Runs that exercise every part of a label: costs (priced, unpriced, estimated, repriced),
+failures, long texts that wrap and fold, orphans, an explicit run, a deep chain, no exit."""
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database of :data:`VARIED`."""
+    db = tmp_path_factory.mktemp("varied") / "events.db"
+    write_runs(db, VARIED)
+    return db
+
+
+def full_tree(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
+    """What the full command (argparse, rich, the store's Reader) prints for ``args``."""
+    capsys.readouterr()
+    code = cli_full(["tree", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_full(argv: list[str]) -> int:
+    from runlog._cli import _full
+
+    return _full(argv)
+
+
+def quick_tree(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int | None, str]:
+    """What the plain path prints for ``args`` (None: it leaves them to the full command)."""
+    from runlog._cli._quick import tree
+
+    capsys.readouterr()
+    code = tree(args)
+    out, err = capsys.readouterr()
+    assert err == ""
+    return code, out
+
+
+class TestPlainTree:
+    """``runlog tree`` to a pipe answers without argparse, rich or the store, byte for byte
+    as the full command would, or leaves the answer to it."""
+
+    @pytest.mark.parametrize("columns", [None, "200", "80", "61"])
+    @pytest.mark.parametrize(
+        "args", [[], ["-n", "1"], ["--last=2"], ["2"], ["10"], ["1", "-n", "3"], ["3"]]
+    )
+    def test_same_output_as_the_full_command(
+        self,
+        columns: str | None,
+        args: list[str],
+        varied: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Wrapped, folded and nested labels, costs and failures come out the same."""
+        if columns is None:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        else:
+            monkeypatch.setenv("COLUMNS", columns)
+        argv = ["--db", str(varied), *args]
+        code, out = quick_tree(capsys, argv)
+        assert code == 0
+        assert (code, out, "") == full_tree(capsys, argv)
+        assert out.startswith(f"sqlite:///{varied}\n")
+
+    def test_the_scenario_and_the_demo_like_runs_too(
+        self, scenario: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The database of real runlog processes (a lost worker among them) is drawn alike,
+        and ``main`` takes the plain path for it."""
+        monkeypatch.chdir(scenario.parent)
+        monkeypatch.delenv("COLUMNS", raising=False)
+        for argv in (["--db", str(scenario)], ["--db", scenario.name], ["--db=./events.db"]):
+            code, out = quick_tree(capsys, argv)
+            assert (code, out, "") == full_tree(capsys, argv)
+        monkeypatch.setenv("RUNLOG_DB", scenario.name)
+        assert quick_tree(capsys, [])[1] == full_tree(capsys, [])[1] != ""
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["--json"],
+            ["-n", "0"],
+            ["-n5"],
+            ["--la", "1"],
+            ["999"],
+            ["1", "2"],
+            ["--db"],
+            ["-h"],
+            ["+1"],
+        ],
+    )
+    def test_anything_else_is_left_to_the_full_command(
+        self, args: list[str], varied: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """JSON, usage errors, unknown runs, abbreviations: the full command answers."""
+        assert quick_tree(capsys, ["--db", str(varied), *args]) == (None, "")
+
+    @pytest.mark.parametrize("role", ["\x1b[31mred", "漢字", "tab\there", "x\u00a0y"])
+    def test_text_to_escape_or_measure_is_left_to_rich(
+        self, role: str, db_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Control characters (escaped), wide characters (two cells) go the full way."""
+        write_runs(db_path, [started(1, None, role), exited(1, None)])
+        assert quick_tree(capsys, ["--db", str(db_path)]) == (None, "")
+        code, out, _ = full_tree(capsys, ["--db", str(db_path)])
+        assert code == 0 and "#1 " in out
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"FORCE_COLOR": "1", "TERM": "xterm"},
+            {"TTY_COMPATIBLE": "1", "TERM": "xterm-256color", "COLORTERM": "truecolor"},
+            {"FORCE_COLOR": "1", "NO_COLOR": "1"},
+            {"FORCE_COLOR": "1", "TERM": "dumb"},
+            {"FORCE_COLOR": "", "TERM": "xterm"},
+            {"FORCE_COLOR": "1", "TTY_COMPATIBLE": "0"},
+        ],
+    )
+    @pytest.mark.parametrize("args", [[], ["2"]])
+    def test_a_terminal_gets_the_colours_of_rich(
+        self,
+        env: dict[str, str],
+        args: list[str],
+        varied: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Where rich would see a terminal, the same escape sequences come out (none for
+        a dumb one; bold and dim alone under NO_COLOR)."""
+        for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR", "COLORTERM"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {"COLUMNS": "90", **env}.items():
+            monkeypatch.setenv(name, value)
+        argv = ["--db", str(varied), *args]
+        code, out = quick_tree(capsys, argv)
+        assert code == 0
+        assert (code, out, "") == full_tree(capsys, argv)
+        terminal = env.get("TTY_COMPATIBLE", env.get("FORCE_COLOR")) == "1"
+        assert ("\x1b[" in out) == (terminal and env.get("TERM") != "dumb")
+
+    def test_the_shared_formats_agree(self) -> None:
+        """The copies this path keeps (the default database, the cost format) are the
+        originals' (importing those costs dataclasses)."""
+        from runlog import _spend
+        from runlog._cli import _quick
+        from runlog._cli._output import _PIPE_WIDTH
+        from runlog._config import DEFAULT_DB
+
+        assert (_quick.DEFAULT_DB, _quick.PIPE_WIDTH) == (DEFAULT_DB, _PIPE_WIDTH)
+        amounts = [0, 1e-12, 4e-6, 0.000123, 0.0123, 0.5, 0.99999, 1, 12.345, 1e7, None]
+        for amount in amounts:
+            assert _quick.usd(amount) == _spend.usd(amount), amount
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from("ab  ·≥…"), min_size=0, max_size=80),
+    width=st.integers(min_value=1, max_value=30),
+)
+def test_wrap_is_rich_wrap(text: str, width: int) -> None:
+    """The plain path's word wrap gives rich's lines for single-cell text."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from runlog._cli._quick import wrap
+
+    console = Console(width=width)
+    expected = [line.plain for line in Text(text).wrap(console, width)]
+    assert wrap(text, width) == expected
+
+
+def test_an_unopenable_database_is_left_to_the_full_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file SQLite cannot read (not a database) is reported by the full command."""
+    db = tmp_path / "junk.db"
+    db.write_bytes(b"not a database at all" * 100)
+    assert quick_tree(capsys, ["--db", str(db)]) == (None, "")
+    code, _, err = full_tree(capsys, ["--db", str(db)])
+    assert code == 1 and "not a runlog database" in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import runlog
 
 from support import python, rows
@@ -86,3 +88,54 @@ class TestImport:
             "first",
             "process.exited",
         ]
+
+
+TREE_NEVER = [
+    "rich",
+    "argparse",
+    "json",
+    "typing",
+    "dataclasses",
+    "logging",
+    "socket",
+    "sqlite3",
+    "datetime",
+    "psycopg",
+    "runlog._store",
+    "runlog._payload",
+    "runlog._lifecycle",
+    "runlog._log",
+    "runlog._spend",
+    "runlog._config",
+    "runlog._errors",
+    "runlog._cli._args",
+    "runlog._cli._output",
+    "runlog._cli._runs",
+]
+"""What ``runlog tree`` does without: the writer and the encoder, rich, argparse, even
+``sqlite3``'s Python part (its C module is enough) and ``json`` (SQLite decodes)."""
+
+
+class TestTreeImports:
+    @pytest.mark.parametrize("colour", ["", "1"])
+    def test_tree_imports_sqlite3_and_little_else(self, colour: str, db_path: Path) -> None:
+        """``runlog tree`` draws the tree from sqlite3 alone, in colour for a terminal."""
+        python("import runlog; runlog.init(role='worker'); runlog.log_event('x')", db_path)
+        code = f"""
+        import json, sys
+        before = set(sys.modules)
+        sys.stdout = open("tree.txt", "w", encoding="utf-8")
+        from runlog._cli import main
+        status = main(["tree", "--db", {str(db_path)!r}])
+        sys.stdout.close()
+        sys.stdout = sys.__stdout__
+        loaded = [m for m in {TREE_NEVER!r} if m in set(sys.modules) - before]
+        print(json.dumps([status, open("tree.txt").read(), loaded]))
+        """
+        out = python(code, None, COLUMNS="200", FORCE_COLOR=colour, TERM="xterm").stdout
+        status, drawn, loaded = json.loads(out)
+        assert (status, loaded) == (0, [])
+        if colour:
+            assert drawn.startswith(f"\x1b[2msqlite:///{db_path}\x1b[0m\n\x1b[2m└── \x1b[0m")
+        else:
+            assert drawn.startswith(f"sqlite:///{db_path}\n└── #1 worker · pid ")

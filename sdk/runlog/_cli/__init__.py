@@ -22,14 +22,13 @@ quietly with 1, rich's convention.  Private: the interface is the command line.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from importlib import import_module
 
-from .._errors import RunlogError
-from .._store import Reader, StoreBusy, StoreFault, redact_url
-from ._args import Command, build_parser
-from ._db import CLIError, open_reader, resolve_db
-from ._output import EscapingReader, Output
+TYPE_CHECKING = False  # not typing's: `runlog tree` must stay a few milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._args import Command
 
 MODULES = {
     "tree": "._tree",
@@ -56,8 +55,29 @@ def commands(argv: Sequence[str]) -> dict[str, Command]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    ``runlog tree`` to a pipe or a file is answered by ``_quick`` when it can (sqlite3
+    and plain text, no argparse, rich or store); everything else by the full command.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tree"]:
+        from ._quick import tree
+
+        code = tree(argv[1:])
+        if code is not None:
+            return code
+    return _full(argv)
+
+
+def _full(argv: list[str]) -> int:
+    """The command with argparse, rich and the store's :class:`Reader`."""
+    from .._errors import RunlogError
+    from .._store import Reader, StoreBusy, StoreFault, redact_url
+    from ._args import build_parser
+    from ._db import CLIError, open_reader, resolve_db
+    from ._output import EscapingReader, Output
+
     available = commands(argv)
     parser = build_parser(list(available.values()))
     try:

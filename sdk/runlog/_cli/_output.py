@@ -26,6 +26,7 @@ from rich.console import Console, RenderableType
 from rich.text import Text
 
 from .._store import Event, Reader
+from ._quick import duration, exit_failed
 
 _VALUE_CHARS = 120  # one payload value in a one-line rendering, before "…"
 _PIPE_WIDTH = 200
@@ -129,21 +130,6 @@ def clock(ns: int, *, date: bool = True) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f" if date else "%H:%M:%S.%f")[:-3]
 
 
-def duration(ms: float | None) -> str:
-    """``850 ms``, ``12.3 s``, ``4 m 05 s``, ``2 h 03 m``: short, in the unit that reads best."""
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.2g} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} m {sec:02d} s"
-    return f"{minutes // 60} h {minutes % 60:02d} m"
-
-
 def compact(payload: Mapping[str, Any]) -> str:
     """A payload on one line: ``key=value`` pairs, nulls left out, long values cut."""
     parts = []
@@ -168,13 +154,6 @@ def is_failure(event: Event) -> bool:
     if event.event_type == "process.exited":
         return exit_failed(payload)
     return event.event_type.endswith(".failed") or payload.get("status") == "error"
-
-
-def exit_failed(exit_payload: Mapping[str, Any]) -> bool:
-    """A ``process.exited`` payload that says exception, signal or a non-zero code."""
-    if exit_payload.get("reason") in ("exception", "signal"):
-        return True
-    return exit_payload.get("exit_code") not in (0, None)
 
 
 def event_style(event: Event) -> str:

@@ -11,76 +11,22 @@ import argparse
 from rich.text import Text
 from rich.tree import Tree
 
-from .. import _spend
 from .._store import Reader
 from ._args import Command, positive, run_id
-from ._output import Output, duration, escape
+from ._output import Output, escape
+from ._quick import exit_words, label_parts, status_parts
 from ._runs import RunSummary, load_tree
-from ._stats import cost_text
-
-_SEP = " · "
-_STATUS_STYLE = {"running": "green", "unknown": "yellow"}
 
 
 def label(run: RunSummary) -> Text:
     """One run on one line: who, its status and duration, and what it did."""
-    text = Text.assemble((f"#{run.run_id} ", "bold"), (run.role or "?", "bold cyan"))
-    if run.instance_id:
-        text.append(f" {run.instance_id}", style="cyan")
-    if run.pid is not None:
-        text.append(f"{_SEP}pid {run.pid}")
-    text.append(_SEP)
-    text.append_text(status(run))
-    text.append(f"{_SEP}{run.events:,} event{'s' * (run.events != 1)}")
-    if run.spans or run.span_failures:
-        text.append(f"{_SEP}{run.spans:,} span{'s' * (run.spans != 1)}")
-        _failures(text, run.span_failures)
-    if run.llm_calls:
-        text.append(f"{_SEP}{run.llm_calls:,} LLM call{'s' * (run.llm_calls != 1)}")
-        _failures(text, run.llm_failures)
-        if run.llm_calls > run.llm_failures:
-            text.append(f", {run.input_tokens:,} in / {run.output_tokens:,} out tokens")
-            text.append(f", {_cost(run.cost)}")
-    if run.children and run.subtree_cost.calls:
-        text.append(f"{_SEP}subtree {_cost(run.subtree_cost)}", style="bold")
-    for note in run.notes:
-        text.append(f"  ({note})", style="dim")
-    return text
-
-
-def _cost(cost: _spend.Cost) -> str:
-    """``$0.0123``, noting calls that were not priced or only estimated."""
-    return cost_text(cost.usd if cost.priced else None, cost.unpriced, cost.estimated)
+    return Text.assemble(*label_parts(run))
 
 
 def status(run: RunSummary) -> Text:
     """``exited normal · 1.2 s``, ``running · 3.0 s``, ``lost · ≥ 4.1 s`` (to its last event)."""
-    style = "red" if run.exit_failed else _STATUS_STYLE.get(run.status, "")
-    words = run.status
-    if run.exit is not None:
-        words += " " + exit_words(run.exit)
-    if run.duration_ms is not None:
-        at_least = "≥ " if run.status in ("lost", "unknown") else ""
-        words += f"{_SEP}{at_least}{duration(run.duration_ms)}"
+    words, style = status_parts(run)
     return Text(words, style=style)
-
-
-def exit_words(exit: dict[str, object]) -> str:
-    """How a run ended in a few words: ``normal``, ``exception ValueError: …``, ``signal …``."""
-    reason = str(exit.get("reason", "?"))
-    if exit.get("signal"):
-        return f"{reason} {exit['signal']}"
-    if exit.get("error_type"):
-        error = str(exit.get("error") or "")
-        error = error if len(error) <= 60 else error[:59] + "…"
-        return f"{reason} {exit['error_type']}" + (f": {error}" if error else "")
-    code = exit.get("exit_code")
-    return reason if code in (0, None) else f"{reason}, code {code}"
-
-
-def _failures(text: Text, n: int) -> None:
-    if n:
-        text.append(f" ({n} failed)", style="bold red")
 
 
 def _add(tree: Tree, run: RunSummary) -> None:
