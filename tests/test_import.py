@@ -105,7 +105,6 @@ TREE_NEVER = [
     "runlog._payload",
     "runlog._lifecycle",
     "runlog._log",
-    "runlog._spend",
     "runlog._config",
     "runlog._errors",
     "runlog._cli._args",

@@ -161,9 +161,10 @@ class TestForkDuringImport:
     def test_child_forked_while_tiktoken_is_imported_can_count(
         self, db_path: Path, delay_ms: int
     ) -> None:
-        """The first count imports tiktoken (about 50 ms) on runlog's thread; a fork in
-        that window waits for the import, so the child never inherits a half-imported
-        module whose import lock belongs to a thread it does not have."""
+        """The first count imports tiktoken and loads an encoding (modules imported on
+        the way) off the caller's thread; a fork in that window waits for them, so the
+        child never inherits a half-imported module whose lock belongs to a thread it
+        does not have (without the wait, delay 0 hangs the child)."""
         python(
             f"""
             import os, signal, sys, time, runlog

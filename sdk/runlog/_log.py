@@ -10,7 +10,7 @@ from . import _lifecycle
 from ._current import current as _current_span
 from ._later import later as _later
 from ._payload import encode
-from ._runs import NoRun, _state, current_run, get_runtime, note_dropped
+from ._runs import NoRun, Run, Runtime, _state, current_run, get_runtime, note_dropped
 
 _life = _lifecycle.life
 
@@ -95,25 +95,24 @@ def log_event(
     )
 
 
-def emit(event_type: str, payload: Mapping[str, Any] | None) -> None:
-    """Log under the current run, without the call-site checks (runlog's own events)."""
+def _here() -> tuple[Run, Runtime] | None:
+    """The current run and its runtime; None (the event counted as dropped) without one."""
     if _life.hooks_pending:
         _life.install_signals()
     try:
-        run = current_run()
-        runtime = _state.runtime or get_runtime()
-    except NoRun:  # reported once where it happened; the event is counted as dropped
+        return current_run(), _state.runtime or get_runtime()
+    except NoRun:  # reported once where it happened
         note_dropped()
-        return
-    runtime.sink.submit(
-        (
-            time.time_ns(),
-            run.run_id,
-            run.parent_run_id,
-            event_type,
-            encode(payload, runtime.cap),
-        )
-    )
+        return None
+
+
+def emit(event_type: str, payload: Mapping[str, Any] | None) -> None:
+    """Log under the current run, without the call-site checks (runlog's own events)."""
+    here = _here()
+    if here is not None:
+        run, runtime = here
+        encoded = encode(payload, runtime.cap)
+        runtime.sink.submit((time.time_ns(), run.run_id, run.parent_run_id, event_type, encoded))
 
 
 def emit_later(event_type: str, build: Callable[[], Mapping[str, Any] | None]) -> None:
@@ -123,14 +122,10 @@ def emit_later(event_type: str, build: Callable[[], Mapping[str, Any] | None]) -
     thread (see :mod:`runlog._later`), or right here in sync mode, where every event
     is committed before the call that logs it returns.
     """
-    if _life.hooks_pending:
-        _life.install_signals()
-    try:
-        run = current_run()
-        runtime = _state.runtime or get_runtime()
-    except NoRun:  # reported once where it happened; the event is counted as dropped
-        note_dropped()
+    here = _here()
+    if here is None:
         return
+    run, runtime = here
     stamp = time.time_ns()
 
     def complete() -> None:

@@ -12,29 +12,61 @@ tokens were estimated, so "$0.42" never hides that three calls could not be pric
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False  # not typing's: ``runlog tree``'s quick path imports this module
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
-from ._store import Event
+    from ._store import Event
 
 COMPLETED = "llm_call.completed"
 REPRICED = "llm_call.repriced"
 COST_KEYS = ("cost_usd", "cost_source", "cost_estimated")
 
 
-@dataclass
 class Cost:
-    """The cost of some completed calls."""
+    """The cost of some completed calls (a plain class: no dataclasses import)."""
 
-    usd: float = 0.0
-    """USD summed over the priced calls."""
-    calls: int = 0
-    """Completed calls counted."""
-    unpriced: int = 0
-    """Calls without a cost (``cost_source: "unpriced"``, or logged before costs existed)."""
-    estimated: int = 0
-    """Priced calls whose tokens were counted with tiktoken (``cost_estimated``)."""
+    __slots__ = ("calls", "estimated", "unpriced", "usd")
+
+    def __init__(
+        self, usd: float = 0.0, calls: int = 0, unpriced: int = 0, estimated: int = 0
+    ) -> None:
+        self.usd = usd
+        """USD summed over the priced calls."""
+        self.calls = calls
+        """Completed calls counted."""
+        self.unpriced = unpriced
+        """Calls without a cost (``cost_source: "unpriced"``, or logged before costs existed)."""
+        self.estimated = estimated
+        """Priced calls whose tokens were counted with tiktoken (``cost_estimated``)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The four numbers, for JSON output."""
+        return {
+            "usd": self.usd,
+            "calls": self.calls,
+            "unpriced": self.unpriced,
+            "estimated": self.estimated,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cost):
+            return NotImplemented
+        return (self.usd, self.calls, self.unpriced, self.estimated) == (
+            other.usd,
+            other.calls,
+            other.unpriced,
+            other.estimated,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Cost(usd={self.usd!r}, calls={self.calls!r}, "
+            f"unpriced={self.unpriced!r}, estimated={self.estimated!r})"
+        )
 
     def add(self, payload: Mapping[str, Any]) -> None:
         """Count one completed call's (current) cost fields."""

@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -140,11 +141,30 @@ def encoding_name_for(model: str | None) -> str:
     return NEWEST_ENCODING
 
 
-_import_guard = threading.Lock()
-"""Held while tiktoken and its plugins are imported, which runlog does off the caller's
-thread: a fork waits for it (bounded), so a child never inherits a half-imported module
-whose import lock belongs to a thread the child does not have."""
+_gate = threading.Condition(threading.Lock())
+"""Guards :data:`_busy`, and is held across a fork (see :func:`_before_fork`)."""
+_busy = 0
+"""Imports and encoding loads under way.  They run off the caller's thread and import
+modules (tiktoken, its plugins, what an encoding's constructor reads files with); a
+child forked in the middle would inherit a half-imported module whose lock belongs to
+a thread it does not have, and hang on it.  So a fork waits for them (bounded)."""
+_FORK_WAIT_S = 5.0
+_gate_held = False
 _imported = False
+
+
+@contextmanager
+def _fork_waits() -> Iterator[None]:
+    """Mark work a fork must wait for."""
+    global _busy
+    with _gate:
+        _busy += 1
+    try:
+        yield
+    finally:
+        with _gate:
+            _busy -= 1
+            _gate.notify_all()
 
 
 def _import_tiktoken() -> None:
@@ -152,7 +172,7 @@ def _import_tiktoken() -> None:
     global _imported
     if _imported:
         return
-    with _import_guard:
+    with _fork_waits():
         import tiktoken
 
         tiktoken.list_encoding_names()
@@ -160,16 +180,17 @@ def _import_tiktoken() -> None:
 
 
 def _before_fork() -> None:
-    global _guard_held
-    _guard_held = _import_guard.acquire(timeout=5.0)
+    """Hold the gate across the fork, once no import or load is under way (or 5 s on:
+    a load stalled on a download; the child's own load is bounded by LOAD_TIMEOUT)."""
+    global _gate_held
+    _gate_held = _gate.acquire(timeout=_FORK_WAIT_S)
+    if _gate_held:
+        _gate.wait_for(lambda: _busy == 0, timeout=_FORK_WAIT_S)
 
 
 def _after_fork_in_parent() -> None:
-    if _guard_held:
-        _import_guard.release()
-
-
-_guard_held = False
+    if _gate_held:
+        _gate.release()
 
 
 def _resolve(wanted: str | None, model: str | None) -> tuple[Tokenizer | None, bool]:
@@ -250,7 +271,8 @@ class _Load:
 
     def _run(self) -> None:
         try:
-            self.outcome = _construct(self.name)
+            with _fork_waits():
+                self.outcome = _construct(self.name)
         except Exception as exc:
             self.outcome = exc
         finally:
@@ -297,9 +319,10 @@ def _construct(name: str) -> Encoding:
 
 def _forget_pending_loads() -> None:
     """In a forked child, loads in flight have no thread: forget them (and the locks)."""
-    global _loads_lock, _import_guard
+    global _loads_lock, _gate, _busy
     _loads_lock = threading.Lock()
-    _import_guard = threading.Lock()
+    _gate = threading.Condition(threading.Lock())
+    _busy = 0
     for name in [name for name, load in _loads.items() if load.outcome is None]:
         del _loads[name]
 

@@ -26,10 +26,10 @@ from rich.console import Console, RenderableType
 from rich.text import Text
 
 from .._store import Event, Reader
-from ._quick import duration, exit_failed
+from ._quick import PIPE_WIDTH, duration, exit_failed
 
 _VALUE_CHARS = 120  # one payload value in a one-line rendering, before "…"
-_PIPE_WIDTH = 200
+_PIPE_WIDTH = PIPE_WIDTH  # the quick path of `runlog tree` wraps at the same width
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 # In JSON text the encoder already escaped C0 (and the newlines left are structure).
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .._spend import Cost, usd
+
 TYPE_CHECKING = False  # not typing's: importing typing costs more than this whole path
 if TYPE_CHECKING:
     import sqlite3
@@ -75,7 +77,7 @@ if TYPE_CHECKING:
 DEFAULT_DB = "runlog.db"
 """``_config.DEFAULT_DB`` (importing ``_config`` costs dataclasses; a test keeps them equal)."""
 PIPE_WIDTH = 200
-"""``_output._PIPE_WIDTH``: the width rich is given when stdout is not a terminal."""
+"""The width rich is given when stdout is not a terminal (``_output`` uses this one)."""
 _MIN_WIDTH = 20
 """Narrower than this for a label (a deep tree, a tiny COLUMNS): leave it to rich."""
 _SEP = " · "
@@ -132,18 +134,6 @@ def exit_words(exit: Mapping[str, object]) -> str:
     return reason if code in (0, None) else f"{reason}, code {code}"
 
 
-def usd(amount: float | None) -> str:
-    """``_spend.usd``: ``$0.0123``, ``$12.34``, ``$0.000004``; ``-`` for none."""
-    if amount is None:
-        return "-"
-    if amount == 0 or amount >= 1:
-        return f"${amount:,.2f}"
-    digits = 4
-    while amount < 10 ** -(digits - 2) and digits < 9:
-        digits += 1
-    return f"${amount:.{digits}f}"
-
-
 def cost_text(usd_: float | None, unpriced: int, estimated: int) -> str:
     """``$0.0123``, with ``(2 unpriced)`` / ``(1 estimated)`` when some calls are."""
     notes = [f"{unpriced} unpriced"] * bool(unpriced) + [f"{estimated} estimated"] * bool(estimated)
@@ -198,40 +188,6 @@ def _failures(parts: list[tuple[str, str]], n: int) -> None:
 
 
 # -- the runs, as ``_runs.load_tree`` reads them ---------------------------------------
-class Cost:
-    """``_spend.Cost`` without dataclasses: the cost of some completed calls."""
-
-    __slots__ = ("calls", "estimated", "unpriced", "usd")
-
-    def __init__(self) -> None:
-        self.usd = 0.0
-        self.calls = 0
-        self.unpriced = 0
-        self.estimated = 0
-
-    def add(self, payload: Mapping[str, Any]) -> None:
-        """Count one completed call's (current) cost fields, as ``_spend.Cost.add``."""
-        self.calls += 1
-        amount = payload.get("cost_usd")
-        if isinstance(amount, (int, float)) and not isinstance(amount, bool):
-            self.usd += float(amount)
-            self.estimated += bool(payload.get("cost_estimated"))
-        else:
-            self.unpriced += 1
-
-    def __iadd__(self, other: Cost) -> Cost:
-        self.usd += other.usd
-        self.calls += other.calls
-        self.unpriced += other.unpriced
-        self.estimated += other.estimated
-        return self
-
-    @property
-    def priced(self) -> int:
-        """Calls that have a cost."""
-        return self.calls - self.unpriced
-
-
 class Run:
     """One run as ``_runs.RunSummary`` has it, for the label alone."""
 

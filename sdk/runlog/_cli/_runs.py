@@ -84,6 +84,7 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         """The summary and its children as plain JSON, with ``failed`` spelled out."""
         data = asdict(self)
+        data["cost"], data["subtree_cost"] = self.cost.as_dict(), self.subtree_cost.as_dict()
         data["failed"] = self.failed
         data["children"] = [child.to_json() for child in self.children]
         return data
