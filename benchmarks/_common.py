@@ -138,10 +138,36 @@ def positive(text: str) -> int:
     return value
 
 
+def discarding_tracer_provider() -> tuple[Any, Any]:
+    """An OpenTelemetry SDK ``TracerProvider`` with a ``BatchSpanProcessor`` and an exporter
+    that discards: OpenTelemetry's full cost of making and batching spans, none of
+    persisting them.  Returns ``(provider, processor)``; ``processor.force_flush()`` is the
+    counterpart of ``runlog.flush()``.
+    """
+    from collections.abc import Sequence as Spans
+
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Discard(SpanExporter):
+        def export(self, spans: Spans[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(Discard())
+    provider.add_span_processor(processor)
+    return provider, processor
+
+
 __all__ = [
     "EVENT",
     "Summary",
     "child_env",
+    "discarding_tracer_provider",
     "payload",
     "positive",
     "rate",
