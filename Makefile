@@ -36,8 +36,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# Every script in turn, then one table of the headline rows they recorded.
 bench: $(BENCH_STAMP)
-	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+	summary=$$(mktemp) && export RUNLOG_BENCH_SUMMARY=$$summary && \
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done && \
+	$(BIN)/python benchmarks/summary.py $$summary && rm -f $$summary
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

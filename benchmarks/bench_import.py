@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Summary, child_env, positive, ratio, round_robin, table
+from _common import Summary, child_env, positive, ratio, record, round_robin, table
 
 COMMANDS = {
     "bare interpreter": "pass",
@@ -130,16 +130,23 @@ def main() -> None:
     runlog_ms = over["import runlog"] * 1000
     verdict = "PASS" if runlog_ms <= 15 else "FAIL"
     print(f"import runlog over bare: {runlog_ms:.1f} ms  {verdict} (target <= 15 ms)")
+    record("import runlog, over a bare interpreter", runlog_ms, 15.0, unit="ms")
     otel = over["import opentelemetry.trace"]
     if otel > 0:
         print(
             "import runlog / import opentelemetry.trace (over bare): "
             + ratio(max(over["import runlog"], 0.0) / otel, 0.5)
         )
+        record(
+            "import runlog / import opentelemetry.trace",
+            max(over["import runlog"], 0.0) / otel,
+            0.5,
+        )
     tree_ms, sqlite_ms = over[TREE] * 1000, over["import sqlite3"] * 1000
     print(f"{TREE} over bare: {tree_ms:.1f} ms; import sqlite3 over bare: {sqlite_ms:.1f} ms")
     if sqlite_ms > 0:
         print(f"{TREE} / import sqlite3 (over bare): " + ratio(max(tree_ms, 0.0) / sqlite_ms, 2.0))
+        record(f"{TREE} / import sqlite3 (over bare)", max(tree_ms, 0.0) / sqlite_ms, 2.0)
     print("\nlargest imports of `import runlog` + the first log_event (-X importtime, ms)")
     print(
         table(

@@ -67,7 +67,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _common import Summary, discarding_tracer_provider, positive, ratio, run_json, table
+from _common import (
+    Summary,
+    discarding_tracer_provider,
+    positive,
+    ratio,
+    record,
+    run_json,
+    table,
+)
 
 SCRIPT = Path(__file__).resolve()
 CHUNKS = 200
@@ -585,6 +593,12 @@ def bench_calls(
                 target = CALL_TARGET if (mode, kind) == ("instrumented", "call") else None
                 met &= target is None or wall_x <= target
                 row[3:] = [ratio(wall_x, target), ratio(cpu_x, target)]
+                if target is not None:
+                    record(
+                        f"OpenAI {kind} over a socket: instrumented / uninstrumented",
+                        wall_x,
+                        target,
+                    )
             rows.append(row)
     print("1. over a socket, against the stand-in (wall and CPU per call, flush included)")
     print(table(["kind: mode", "wall us", "cpu us", "wall ratio", "cpu ratio"], rows))
@@ -653,6 +667,8 @@ def bench_mock(
             met &= x <= CPU_TARGET
             verdict = ratio(x, CPU_TARGET) if theirs > 0 else "n/a (too noisy: repeat)"
             row[3:] = [f"{theirs:+,.1f}", verdict]
+            if len(parts) == 2:
+                record(f"OpenAI CPU, {kind}: runlog / openai-v2 (in memory)", x, CPU_TARGET)
         rows.append(row)
     print(f"2. in memory (mock transport; CPU per call, all threads, flush included; streams "
           f"of {MOCK_CHUNKS} chunks)")  # fmt: skip
@@ -691,6 +707,7 @@ def bench_lag(tmp: Path, repeat: int, streams: int) -> None:
     added = medians["runlog"]["max_ms"] - medians["uninstrumented"]["max_ms"]
     later = medians["runlog"]["later_max_ms"] - medians["uninstrumented"]["later_max_ms"]
     verdict = "PASS" if added <= LAG_TARGET_MS else "FAIL"
+    record("AsyncOpenAI streams: max loop lag added by runlog", added, LAG_TARGET_MS, unit="ms")
     print(f"runlog adds {added:+.2f} ms to the max lag  {verdict} (target <= "
           f"+{LAG_TARGET_MS:.2f} ms; medians over {repeat} processes per mode); "
           f"after the first stream: {later:+.2f} ms")  # fmt: skip
@@ -715,6 +732,7 @@ def bench_chunks(rounds: int, slope: float | None) -> None:
     print(table(["next() per chunk", "median us", "ratio"], rows))
     per_chunk = (observed.median - bare.median) / 1000
     verdict = "PASS" if per_chunk < CHUNK_TARGET_US else "FAIL"
+    record("OpenAI stream wrapper per chunk", per_chunk, CHUNK_TARGET_US, unit="us")
     print(f"stream wrapper overhead: {per_chunk:.2f} us per chunk  {verdict} (target < "
           f"{CHUNK_TARGET_US:.2f} us; {rounds} rounds of {CHUNKS})")  # fmt: skip
 
