@@ -27,7 +27,6 @@ back-pressure) ends by then: the interpreter's exit never hangs.
 from __future__ import annotations
 
 import enum
-import os
 import threading
 import time
 from collections import deque
@@ -41,14 +40,10 @@ from ._store import Row, Store, StoreBusy, StoreFault, StoreUnreachable
 T = TypeVar("T")
 
 _OUTAGE = "store-outage"
-_YIELD_EVERY = 63
-"""While the writer is inside a write, the caller lets it have the GIL every 64 events."""
-_yield_gil = os.sched_yield if hasattr(os, "sched_yield") else (lambda: time.sleep(0))
-"""Release the GIL for a moment.  The writer's statement runs without the GIL, and
-taking it back from a thread that only runs Python waits for the interpreter's switch
-interval (5 ms) unless that thread lets go; a release every 64 events (about 1 us each)
-keeps the writer's wait to microseconds, so a batch of a busy caller is written at the
-pace of SQLite, not of the switch interval."""
+_HANDOFF_CHECK = 31
+"""While a write is under way, the caller looks at the clock every 32 events."""
+_HANDOFF_RETRY_NS = 200_000
+"""A handoff too early (the statement still running) is tried again this much later."""
 
 
 class Persister:
@@ -254,8 +249,13 @@ class BatchWriter:
         self.phase = WriterPhase.IDLE
         self._running = False
         """``phase is RUNNING``, as one attribute read for the hot path."""
-        self._writing = False
-        """True while the thread is inside a write (see ``_yield_gil``)."""
+        self._handoff_at = 0
+        """While a write is under way: when its statement should be done (perf_counter
+        ns), so the caller hands the GIL over then (see ``_hand_off``); 0 otherwise."""
+        self._next_handoff = 0
+        """The caller's side: no new handoff before this (one per retry interval)."""
+        self._ns_per_row = 5_000
+        """The writer's CPU per row in its last full batch (the statement's pace)."""
 
     # -- caller side ----------------------------------------------------------------
     def submit(self, row: Row) -> None:
@@ -265,8 +265,8 @@ class BatchWriter:
             self._not_running()
             return
         pending = len(queue)
-        if self._writing and not pending & _YIELD_EVERY:
-            _yield_gil()
+        if self._handoff_at and not pending & _HANDOFF_CHECK:
+            self._hand_off()
         if pending >= self._threshold:  # one comparison on the hot path
             if pending >= self._batch_size and not self._wake.is_set():
                 self._wake.set()
@@ -275,6 +275,20 @@ class BatchWriter:
                     self._wait_for_room()
                 elif pending >= self._queue_size:  # an outage fills the whole queue, then sheds
                     self._shed(queue)
+
+    def _hand_off(self) -> None:
+        """Let the writer have the GIL back once its statement should have finished.
+
+        The statement runs without the GIL; to continue, the writer must take it back
+        from this thread, which runs Python and would hold it for the interpreter's
+        switch interval (5 ms) each time: about half the writer's time, on a busy
+        caller.  A short sleep gives it over at once (a ``sched_yield`` would not: this
+        thread takes the GIL again before the writer wakes up).
+        """
+        now = time.perf_counter_ns()
+        if now >= self._handoff_at and now >= self._next_handoff:
+            self._next_handoff = now + _HANDOFF_RETRY_NS
+            time.sleep(0)
 
     def _not_running(self) -> None:
         with self._phase_lock:
@@ -423,6 +437,7 @@ class BatchWriter:
             if isinstance(item, tuple):
                 batch.append(item)
                 if len(batch) >= size:
+                    self._made_room()  # the caller may go on while this batch is written
                     self._write(batch)
                     batch = []
                 continue
@@ -440,16 +455,21 @@ class BatchWriter:
         return False
 
     def _write(self, batch: list[Row]) -> None:
-        start = time.perf_counter()
-        self._writing = True
+        start, cpu = time.perf_counter(), time.thread_time_ns()
+        self._handoff_at = time.perf_counter_ns() + len(batch) * self._ns_per_row
         try:
             written = self.persister.write(batch, outlast_outages=self._running)
         finally:
-            self._writing = False
+            self._handoff_at = 0
         elapsed = time.perf_counter() - start
+        if written and len(batch) >= self._batch_size:
+            self._ns_per_row = (time.thread_time_ns() - cpu) // len(batch)
         if written and len(batch) >= self._batch_size and elapsed > 0:
             per_interval = int(len(batch) / elapsed * self._interval)
             self._limit = max(self._batch_size, min(self._queue_size, per_interval))
+        self._made_room()
+
+    def _made_room(self) -> None:
         with self._room:
             self._room.notify_all()
 
