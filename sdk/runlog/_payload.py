@@ -97,28 +97,26 @@ def _convert(value: Any) -> Any:
     raise _NeedsSlowPath
 
 
-def _make_fast_encode() -> Callable[[Any], str]:
+def _make_chunks() -> Callable[[Any, int], Any]:
     """One encoder, built once: ``json.dumps`` builds a new one per call given options.
 
-    CPython's C encoder is used directly without its cycle check: a cycle overflows
-    the stack instead, and ``RecursionError`` sends the payload to the slow path,
-    which marks the cycle.  Other Pythons get the standard encoder.
+    It returns the chunks of the JSON text (``"".join`` them).  CPython's C encoder is
+    used directly without its cycle check: a cycle overflows the stack instead, and
+    ``RecursionError`` sends the payload to the slow path, which marks the cycle.  Other
+    Pythons get the standard encoder.
     """
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # pragma: no cover - not CPython
-        return json.JSONEncoder(separators=_SEPARATORS, allow_nan=False, default=_convert).encode
-    chunks = c_make_encoder(
+        encoder = json.JSONEncoder(separators=_SEPARATORS, allow_nan=False, default=_convert)
+        return lambda payload, _: encoder.iterencode(payload)
+    chunks: Callable[[Any, int], Any] = c_make_encoder(
         None, _convert, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
     )
-    join = "".join
-
-    def fast_encode(payload: Any) -> str:
-        return join(chunks(payload, 0))
-
-    return fast_encode
+    return chunks
 
 
-_fast_encode = _make_fast_encode()
+_chunks = _make_chunks()
+_concat = "".join
 _dumps = json.JSONEncoder(separators=_SEPARATORS, allow_nan=False).encode
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
@@ -533,7 +531,7 @@ def encode(payload: Mapping[str, Any] | None, cap: int) -> str:
             key in scrubber.plain_keys or _plain_key(key, scrubber) for key in payload
         ):
             try:
-                text = _fast_encode(payload)
+                text = _concat(_chunks(payload, 0))
             except Exception:  # anything a user's object does: the slow path handles it
                 return _slow(payload, cap)
             if (text.find("{", 1) < 0 or _nested_plain(payload, text, scrubber)) and (

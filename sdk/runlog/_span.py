@@ -167,8 +167,12 @@ class Span:
 
     def start(self) -> Span:
         """Log the start event, if this kind of span has one; return the span."""
-        if self.names.started is not None:
-            _emit(self.names.started, self._payload(_NONE))
+        started = self.names.started
+        if started is not None:
+            try:
+                emit(started, self._payload(_NONE))
+            except Exception as exc:  # runlog's own fault: never the user's code's
+                report_internal_error(f"logging {started}", exc)
         return self
 
     def set(self, **fields: Any) -> None:
@@ -295,7 +299,10 @@ class Span:
         end = self._end_ns or time.perf_counter_ns()
         if not self._claim():
             return False
-        _emit(event_type, self._end_payload(fields, outcome, end))
+        try:
+            emit(event_type, self._end_payload(fields, outcome, end))
+        except Exception as exc:  # runlog's own fault: never the user's code's
+            report_internal_error(f"logging {event_type}", exc)
         return True
 
     def _end_payload(
@@ -333,14 +340,6 @@ def _cancellation(exc: BaseException | None) -> dict[str, Any]:
 
 def _ms(ns: int) -> float:
     return (ns // 1000) / 1000
-
-
-def _emit(event_type: str, payload: dict[str, Any]) -> None:
-    """Log an event; a fault here is runlog's own and never reaches the user's code."""
-    try:
-        emit(event_type, payload)
-    except Exception as exc:
-        report_internal_error(f"logging {event_type}", exc)
 
 
 __all__ = [
