@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._phase import Phase
-from ._reply import Reply
+from ._reply import Reply, get
 from ._report import report
 from ._streams import instrument, track
 
@@ -275,9 +275,9 @@ def _request_id(obj: object, header: str) -> str | None:
     found = getattr(obj, "_request_id", None)
     if isinstance(found, str):
         return found
-    response = getattr(obj, "http_response", None) or getattr(obj, "response", None)
-    get = getattr(getattr(response, "headers", None), "get", None)
-    found = get(header) if callable(get) else None
+    response = get(obj, "http_response") or get(obj, "response")  # get: a quick miss
+    lookup = getattr(getattr(response, "headers", None), "get", None)
+    found = lookup(header) if callable(lookup) else None
     return found if isinstance(found, str) else None
 
 
