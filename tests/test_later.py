@@ -12,6 +12,7 @@ import pytest
 import runlog
 from runlog import _tokens
 from runlog._later import LIMIT, Later, Phase
+from runlog._llm import INLINE_COUNT_CHARS
 
 from support import python, rows
 
@@ -20,7 +21,12 @@ MESSAGES = [{"role": "user", "content": "Count the tokens of this, please."}]
 
 @pytest.fixture
 def counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The name of the thread of every tiktoken count (a spy around the real count)."""
+    """The name of the thread of every tiktoken count (a spy around the real count).
+
+    The process's tokenizers are forgotten first, as before a process's first count
+    (the loaded encodings stay: nothing is read again).
+    """
+    monkeypatch.setattr(_tokens, "_tokenizers", {})
     names: list[str] = []
     real = _tokens.Tokenizer.count_text
 
@@ -51,6 +57,33 @@ class TestCountedOffThread:
         assert payload["input_tokens"] > 0 and payload["output_tokens"] > 0
         assert counting_threads and set(counting_threads) == {"runlog-later"}
 
+    def test_short_text_with_the_encoding_loaded_is_counted_in_place(
+        self, db_path: Path, counting_threads: list[str]
+    ) -> None:
+        """Once the encoding is loaded, a short reply costs tens of microseconds: it is
+        counted on the caller's thread, and its event keeps its place in the order."""
+        runlog.init(db=str(db_path))
+        assert _tokens.tokenizer_for("gpt-4o-mini") is not None  # loaded now
+        with runlog.llm_call("gpt-4o-mini", messages=MESSAGES) as call:
+            call.record(text="short")
+        runlog.log_event("after.call")
+        assert runlog.flush()
+        types = [r["event_type"] for r in rows(db_path)]
+        assert types[-2:] == ["llm_call.completed", "after.call"]
+        assert counting_threads and set(counting_threads) == {threading.current_thread().name}
+
+    def test_long_text_is_counted_off_thread_even_when_loaded(
+        self, db_path: Path, counting_threads: list[str]
+    ) -> None:
+        runlog.init(db=str(db_path))
+        assert _tokens.tokenizer_for("gpt-4o-mini") is not None
+        long = "word " * (INLINE_COUNT_CHARS // 5 + 1)
+        with runlog.llm_call("gpt-4o-mini", messages=MESSAGES) as call:
+            call.record(text=long)
+        assert runlog.flush()
+        assert completed(db_path)[0]["payload"]["output_tokens"] > INLINE_COUNT_CHARS // 5
+        assert set(counting_threads) == {"runlog-later"}
+
     def test_usage_numbers_need_no_thread(self, db_path: Path, counting_threads: list[str]) -> None:
         """A call whose provider reported usage is logged at once, on the caller's thread."""
         runlog.init(db=str(db_path))
@@ -66,6 +99,7 @@ class TestCountedOffThread:
         self, db_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A count that takes long does not move the timestamp, latency or run."""
+        monkeypatch.setattr(_tokens, "_tokenizers", {})  # as before the process's first count
         run_id = runlog.init(db=str(db_path))
         gate = threading.Event()
         real = _tokens.Tokenizer.count_messages

@@ -30,6 +30,10 @@ from . import _prices, _tokens
 from ._errors import report_internal_error
 from ._span import EventNames, Span, check_fields
 
+INLINE_COUNT_CHARS = 8_000
+"""Texts up to this many characters are counted on the caller's thread once the encoding
+is loaded (tiktoken reads about 10 characters a microsecond here); longer ones, and every
+count before the encoding is loaded, are counted in the background."""
 _BREAKDOWN = ("cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens")
 """Token numbers beside input/output, logged as the provider reports them (see ``record``)."""
 _NAMES = EventNames(None, "llm_call.completed", "llm_call.failed", duration_key="latency_ms")
@@ -192,16 +196,28 @@ class LLMCall:
         if self._span.done:
             return False
         self._span.stop()  # latency ends here, before any token counting
-        if self._needs_counting(exc):  # tiktoken's work, off the caller's thread
+        if self._slow_to_count(exc):  # tiktoken's work, off the caller's thread
             return self._span.end_later(exc, lambda: self._outcome(exc, fields))
         return self._span.end(exc, self._outcome(exc, fields))
 
-    def _needs_counting(self, exc: BaseException | None) -> bool:
-        """Whether a token number must be counted: the provider did not report it."""
+    def _slow_to_count(self, exc: BaseException | None) -> bool:
+        """Whether counting the missing token numbers could take long on this thread.
+
+        It could the first time (the encoding loads: about 0.3 s) and for long texts
+        (past :data:`INLINE_COUNT_CHARS`, about 1 ms of tiktoken); a short reply with the
+        encoding loaded is counted here (tens of microseconds) and keeps its place in
+        the table's order.
+        """
         inputs = self._input_tokens is None and (
             self._messages is not None or self._prompt is not None
         )
-        return inputs or (exc is None and self._output_tokens is None and self._text is not None)
+        outputs = exc is None and self._output_tokens is None and self._text is not None
+        if not (inputs or outputs):
+            return False
+        if self._prompt is not None or not _tokens.settled(self.model):
+            return True
+        pieces = self._text if outputs and self._text is not None else ()
+        return _tokens.text_size(self._messages if inputs else None, pieces) > INLINE_COUNT_CHARS
 
     def _outcome(self, exc: BaseException | None, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The fields the call's end adds: tokens (counted if need be), cost, status."""

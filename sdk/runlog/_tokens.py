@@ -129,6 +129,20 @@ def tokenizer_for(model: str | None) -> Tokenizer | None:
     return tokenizer
 
 
+def settled(model: str | None) -> bool:
+    """Whether :func:`tokenizer_for` answers ``model`` at once (nothing left to load)."""
+    return ((os.environ.get(ENCODING_ENV) or "").strip() or None, model) in _tokenizers
+
+
+def text_size(messages: Iterable[Mapping[str, Any]] | None, pieces: Iterable[str] = ()) -> int:
+    """Characters the counter would read: the messages' texts and the ``pieces``."""
+    size = sum(len(piece) for piece in pieces)
+    for message in messages or ():
+        if isinstance(message, Mapping):
+            size += sum(len(text) for text in _message_texts(message))
+    return size
+
+
 def encoding_name_for(model: str | None) -> str:
     """The encoding tiktoken assigns to ``model`` (``provider/model`` too), else the newest."""
     import tiktoken
@@ -372,5 +386,7 @@ __all__ = [
     "count_prompt",
     "count_text",
     "encoding_name_for",
+    "settled",
+    "text_size",
     "tokenizer_for",
 ]
