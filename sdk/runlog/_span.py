@@ -234,6 +234,8 @@ class Span:
 
         Returns False if the span had already ended: the first end wins.
         """
+        if exc is None:  # the common case, without the dispatch
+            return self._close(self.names.completed, fields, _OK)
         event_type, outcome = self._outcome(exc)
         return self._close(event_type, fields, outcome)
 
@@ -320,6 +322,8 @@ class Span:
     def _payload(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Ids first, then the span's fields and ``fields``; the ids cannot be overwritten."""
         span_id, parent_span_id = self.span_id, self.parent_span_id
+        if not fields and not self.fields:  # most spans: nothing to merge
+            return {"span_id": span_id, "parent_span_id": parent_span_id}
         payload = {"span_id": span_id, "parent_span_id": parent_span_id, **self.fields, **fields}
         payload["span_id"], payload["parent_span_id"] = span_id, parent_span_id
         return payload

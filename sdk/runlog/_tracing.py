@@ -456,7 +456,7 @@ class SpanScope:
             raise RuntimeError(
                 "this runlog.span(...) is already entered; call runlog.span() for each block"
             )
-        span = Span(self._names, dict(self._fields)).start()
+        span = Span(self._names, dict(self._fields) if self._fields else None).start()
         self._span, self._token = span, span.activate()
         return span
 
