@@ -16,9 +16,10 @@ Two thin sinks sit on top of it:
 * :class:`BatchWriter` (the default) — ``submit`` is a ``deque.append`` on the caller's
   thread; a daemon thread writes batches in one transaction (on SQLite, one multi-row
   ``INSERT`` that runs without the GIL; the caller hands the GIL back to it when the
-  statement should be done, see ``_hand_off``).  No lock is taken on the hot path.  A full queue blocks the caller (back-pressure) instead
-  of silently dropping.  Its phases are explicit (:class:`WriterPhase`): once closed,
-  ``submit`` writes synchronously, so nothing is queued to a thread that has stopped.
+  statement should be done, see ``_hand_off``).  No lock is taken on the hot path.
+  A full queue blocks the caller (back-pressure) instead of silently dropping.  Its
+  phases are explicit (:class:`WriterPhase`): once closed, ``submit`` writes
+  synchronously, so nothing is queued to a thread that has stopped.
 * :class:`SyncWriter` — ``submit`` commits before it returns (``init(sync=True)``).
 
 Once shutdown has set ``give_up_at``, every wait (a lock, an unreachable server,
