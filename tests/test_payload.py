@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import runlog
 from runlog import _payload
 from runlog._cli import main
-from runlog._payload import MARK, clean_text, encode
+from runlog._payload import MARK, clean_text, encode, encode_span_ids
 from runlog._runs import _state
 from runlog._store import Event, open_store
 
@@ -429,3 +429,19 @@ class TestFuzz:
 
 
 SEQ = itertools.count(1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    span_id=st.integers(min_value=1, max_value=2**63 - 1),
+    parent=st.none() | st.integers(min_value=1, max_value=2**63 - 1),
+    duration=st.none() | st.integers(min_value=0, max_value=10**12).map(lambda us: us / 1000),
+)
+def test_span_ids_text_is_the_encoders(
+    span_id: int, parent: int | None, duration: float | None
+) -> None:
+    """A span's own events, written directly, are exactly what encode() writes."""
+    payload: dict[str, object] = {"span_id": span_id, "parent_span_id": parent}
+    if duration is not None:
+        payload.update(duration_ms=duration, status="ok")
+    assert encode_span_ids(span_id, parent, duration) == encode(payload, 1 << 20)

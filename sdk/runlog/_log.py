@@ -106,12 +106,16 @@ def _here() -> tuple[Run, Runtime] | None:
         return None
 
 
-def emit(event_type: str, payload: Mapping[str, Any] | None) -> None:
-    """Log under the current run, without the call-site checks (runlog's own events)."""
+def emit(event_type: str, payload: Mapping[str, Any] | None, encoded: str | None = None) -> None:
+    """Log under the current run, without the call-site checks (runlog's own events).
+
+    ``encoded``: the payload's text already made by :mod:`runlog._payload` (spans).
+    """
     here = _here()
     if here is not None:
         run, runtime = here
-        encoded = encode(payload, runtime.cap)
+        if encoded is None:
+            encoded = encode(payload, runtime.cap)
         runtime.sink.submit((time.time_ns(), run.run_id, run.parent_run_id, event_type, encoded))
 
 

@@ -558,4 +558,24 @@ def _slow(payload: Mapping[str, Any], cap: int, size: int | None = None) -> str:
     return _truncate(plain, walker.marks, size or len(text), cap)
 
 
-__all__ = ["MARK", "clean_text", "encode"]
+def encode_span_ids(
+    span_id: int, parent_span_id: int | None, duration_ms: float | None = None
+) -> str:
+    """``encode()``'s text for a span event of runlog's own making and nothing else.
+
+    ``{"span_id": .., "parent_span_id": ..}``, and for the end of a span that returned
+    normally ``"duration_ms"`` and ``"status": "ok"`` after them: ints, ``None`` and a
+    finite float, so there is nothing to convert, scrub or cut.  Written directly (a
+    few hundred nanoseconds; the C encoder costs microseconds a call on Python 3.11),
+    because an empty span logs two of these; a test checks it against ``encode``.
+    """
+    parent = "null" if parent_span_id is None else int(parent_span_id)
+    if duration_ms is None:
+        return f'{{"span_id":{int(span_id)},"parent_span_id":{parent}}}'
+    return (
+        f'{{"span_id":{int(span_id)},"parent_span_id":{parent},'
+        f'"duration_ms":{float(duration_ms)!r},"status":"ok"}}'
+    )
+
+
+__all__ = ["MARK", "clean_text", "encode", "encode_span_ids"]

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from . import _context
 from ._errors import report_internal_error, safe_str
 from ._log import emit, emit_later
+from ._payload import encode_span_ids
 
 RESERVED = frozenset(
     {
@@ -170,7 +171,10 @@ class Span:
         started = self.names.started
         if started is not None:
             try:
-                emit(started, self._payload(_NONE))
+                if self.fields:
+                    emit(started, self._payload(_NONE))
+                else:  # the ids alone, written directly (see encode_span_ids)
+                    emit(started, None, encode_span_ids(self.span_id, self.parent_span_id))
             except Exception as exc:  # runlog's own fault: never the user's code's
                 report_internal_error(f"logging {started}", exc)
         return self
@@ -235,6 +239,9 @@ class Span:
         Returns False if the span had already ended: the first end wins.
         """
         if exc is None:  # the common case, without the dispatch
+            plain = self._active_ns is None and self.names.duration_key == "duration_ms"
+            if plain and not fields and not self.fields:
+                return self._close_ok()
             return self._close(self.names.completed, fields, _OK)
         event_type, outcome = self._outcome(exc)
         return self._close(event_type, fields, outcome)
@@ -305,6 +312,22 @@ class Span:
             emit(event_type, self._end_payload(fields, outcome, end))
         except Exception as exc:  # runlog's own fault: never the user's code's
             report_internal_error(f"logging {event_type}", exc)
+        return True
+
+    def _close_ok(self) -> bool:
+        """:meth:`_close` of a span that returned, with no fields: its text made directly."""
+        end = self._end_ns or time.perf_counter_ns()
+        if not self._claim():
+            return False
+        duration = ((end - self._t0) // 1000) / 1000
+        try:
+            emit(
+                self.names.completed,
+                None,
+                encode_span_ids(self.span_id, self.parent_span_id, duration),
+            )
+        except Exception as exc:  # runlog's own fault: never the user's code's
+            report_internal_error(f"logging {self.names.completed}", exc)
         return True
 
     def _end_payload(
