@@ -239,9 +239,6 @@ class Span:
         Returns False if the span had already ended: the first end wins.
         """
         if exc is None:  # the common case, without the dispatch
-            plain = self._active_ns is None and self.names.duration_key == "duration_ms"
-            if plain and not fields and not self.fields:
-                return self._close_ok()
             return self._close(self.names.completed, fields, _OK)
         event_type, outcome = self._outcome(exc)
         return self._close(event_type, fields, outcome)
@@ -309,26 +306,19 @@ class Span:
         if not self._claim():
             return False
         try:
-            emit(event_type, self._end_payload(fields, outcome, end))
+            if outcome is _OK and not fields and not self.fields and self._plain_duration():
+                duration = ((end - self._t0) // 1000) / 1000  # written directly: see start()
+                emit(event_type, None, encode_span_ids(self.span_id, self.parent_span_id, duration))
+            else:
+                emit(event_type, self._end_payload(fields, outcome, end))
         except Exception as exc:  # runlog's own fault: never the user's code's
             report_internal_error(f"logging {event_type}", exc)
         return True
 
-    def _close_ok(self) -> bool:
-        """:meth:`_close` of a span that returned, with no fields: its text made directly."""
-        end = self._end_ns or time.perf_counter_ns()
-        if not self._claim():
-            return False
-        duration = ((end - self._t0) // 1000) / 1000
-        try:
-            emit(
-                self.names.completed,
-                None,
-                encode_span_ids(self.span_id, self.parent_span_id, duration),
-            )
-        except Exception as exc:  # runlog's own fault: never the user's code's
-            report_internal_error(f"logging {self.names.completed}", exc)
-        return True
+    def _plain_duration(self) -> bool:
+        """Whether the end event's only timing field is ``duration_ms`` (not a generator's
+        active time, not ``latency_ms``): the shape :func:`encode_span_ids` writes."""
+        return self._active_ns is None and self.names.duration_key == "duration_ms"
 
     def _end_payload(
         self, fields: Mapping[str, Any], outcome: Mapping[str, Any], end: int
