@@ -285,3 +285,49 @@ class TestOutages:
         proc = python(code, db)
         assert f"init: runlog cannot use its SQLite database at {str(db)!r}" in proc.stdout
         assert "survived" in proc.stdout
+
+
+class TestGilHandOff:
+    def test_caller_hands_the_gil_over_once_the_statement_should_be_done(
+        self, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While the writer is inside a write past its expected end, a busy caller lets
+        go of the GIL (it looks every 32 events) instead of holding it for the
+        interpreter's switch interval."""
+        import threading
+        import time
+
+        from runlog import _writer
+        from runlog._store import open_store
+
+        handed: list[int] = []
+        monkeypatch.setattr(_writer, "_give_up_gil", lambda: handed.append(1))
+        store = open_store(str(db_path))
+        store.create()
+        real_write, started, gate = store.write, threading.Event(), threading.Event()
+
+        def slow_write(rows: object) -> None:  # a statement that runs long, GIL released
+            started.set()
+            gate.wait(10)
+            real_write(rows)  # type: ignore[arg-type]
+
+        store.write = slow_write  # type: ignore[method-assign]
+        writer = _writer.BatchWriter(
+            _writer.Persister(store, lock_timeout=5),
+            batch_size=10,
+            interval=0.01,
+            queue_size=10_000,
+            backpressure_timeout=10,
+        )
+        row = (1, 1, None, "x", "{}")
+        for _ in range(10):
+            writer.submit(row)
+        assert started.wait(10)
+        while time.perf_counter_ns() < writer._handoff_at:  # its expected end has passed
+            time.sleep(0.001)
+        for _ in range(64):
+            writer.submit(row)
+        assert handed, "the caller never let the writer have the GIL"
+        gate.set()
+        assert writer.close(10)
+        assert len(rows(db_path)) == 74

@@ -134,9 +134,11 @@ class Later:
         queue, cond = self._queue, self._cond
         while True:
             with cond:
-                while not queue:
+                while True:  # closed, or a newer thread took over after a reopen: stop
                     if self.phase is not Phase.RUNNING or generation != self._generation:
-                        return  # closed, or a newer thread took over after a reopen
+                        return
+                    if queue:
+                        break
                     cond.wait()
                 work = queue.popleft()
             _run(work)

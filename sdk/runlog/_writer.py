@@ -48,6 +48,11 @@ _HANDOFF_RETRY_NS = 200_000
 """A handoff too early (the statement still running) is tried again this much later."""
 
 
+def _give_up_gil() -> None:
+    """Release the GIL for a moment (a zero sleep blocks briefly: the writer wakes)."""
+    time.sleep(0)
+
+
 class Persister:
     """Write to the store with retries; never raise; count what could not be written."""
 
@@ -290,7 +295,7 @@ class BatchWriter:
         now = time.perf_counter_ns()
         if now >= self._handoff_at and now >= self._next_handoff:
             self._next_handoff = now + _HANDOFF_RETRY_NS
-            time.sleep(0)
+            _give_up_gil()
 
     def _not_running(self) -> None:
         with self._phase_lock:
@@ -457,17 +462,16 @@ class BatchWriter:
         return False
 
     def _write(self, batch: list[Row]) -> None:
-        start, cpu = time.perf_counter(), time.thread_time_ns()
-        self._handoff_at = time.perf_counter_ns() + len(batch) * self._ns_per_row
+        start, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        self._handoff_at = start + len(batch) * self._ns_per_row
         try:
             written = self.persister.write(batch, outlast_outages=self._running)
         finally:
             self._handoff_at = 0
-        elapsed = time.perf_counter() - start
-        if written and len(batch) >= self._batch_size:
+        elapsed_ns = time.perf_counter_ns() - start
+        if written and len(batch) >= self._batch_size:  # a full batch: the writer's pace
             self._ns_per_row = (time.thread_time_ns() - cpu) // len(batch)
-        if written and len(batch) >= self._batch_size and elapsed > 0:
-            per_interval = int(len(batch) / elapsed * self._interval)
+            per_interval = int(len(batch) * self._interval * 1e9 / max(elapsed_ns, 1))
             self._limit = max(self._batch_size, min(self._queue_size, per_interval))
         self._made_room()
 
@@ -486,6 +490,7 @@ class BatchWriter:
         if self.phase is WriterPhase.RUNNING:
             self.phase = WriterPhase.IDLE
         self._running = False
+        self._handoff_at = 0  # a write the parent had under way is not this process's
 
 
 __all__ = ["BatchWriter", "Persister", "Sink", "SyncWriter", "WriterPhase"]
