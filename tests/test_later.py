@@ -61,7 +61,7 @@ class TestCountedOffThread:
         self, db_path: Path, counting_threads: list[str]
     ) -> None:
         """Once the encoding is loaded, a short reply costs tens of microseconds: it is
-        counted on the caller's thread, and its event keeps its place in the order."""
+        counted by the writer as it writes the event, which keeps its place in the order."""
         runlog.init(db=str(db_path))
         assert _tokens.tokenizer_for("gpt-4o-mini") is not None  # loaded now
         with runlog.llm_call("gpt-4o-mini", messages=MESSAGES) as call:
@@ -70,7 +70,7 @@ class TestCountedOffThread:
         assert runlog.flush()
         types = [r["event_type"] for r in rows(db_path)]
         assert types[-2:] == ["llm_call.completed", "after.call"]
-        assert counting_threads and set(counting_threads) == {threading.current_thread().name}
+        assert counting_threads and set(counting_threads) == {"runlog-writer"}
 
     def test_long_text_is_counted_off_thread_even_when_loaded(
         self, db_path: Path, counting_threads: list[str]

@@ -331,3 +331,99 @@ class TestGilHandOff:
         gate.set()
         assert writer.close(10)
         assert len(rows(db_path)) == 74
+
+
+class TestDeferredPayloads:
+    """An event logged with ``emit_deferred`` takes its place at once; the writer makes
+    its payload (an LLM call's pricing, token fields and JSON) just before writing it."""
+
+    def test_the_writer_makes_the_payload_and_the_event_keeps_its_place(
+        self, db_path: Path
+    ) -> None:
+        import threading
+
+        from runlog import _log
+
+        runlog.init(db=str(db_path))
+        made_on: list[str] = []
+
+        def build() -> dict[str, object]:
+            made_on.append(threading.current_thread().name)
+            return {"answer": 42}
+
+        runlog.log_event("before")
+        _log.emit_deferred("deferred", build)
+        runlog.log_event("after")
+        assert runlog.flush()
+        found = [(r["event_type"], r["payload"]) for r in rows(db_path)][-3:]
+        assert found == [("before", {}), ("deferred", {"answer": 42}), ("after", {})]
+        assert made_on == ["runlog-writer"]
+
+    def test_sync_mode_makes_it_before_the_call_returns(self, db_path: Path) -> None:
+        import threading
+
+        from runlog import _log
+
+        runlog.init(db=str(db_path), sync=True)
+        made_on: list[str] = []
+
+        def build() -> dict[str, object]:
+            made_on.append(threading.current_thread().name)
+            return {"answer": 42}
+
+        _log.emit_deferred("deferred", build)
+        assert made_on == [threading.current_thread().name]
+        assert rows(db_path)[-1]["payload"] == {"answer": 42}
+
+    def test_a_payload_that_cannot_be_made_is_marked_and_the_event_kept(
+        self, db_path: Path
+    ) -> None:
+        from runlog import _errors, _log
+        from runlog._payload import UNBUILDABLE, encode
+
+        class Unreadable(dict[str, object]):
+            def items(self) -> object:
+                raise RuntimeError("unreadable")
+
+        assert encode(Unreadable(a=1), 1000) == UNBUILDABLE  # the mark encode() itself gives
+        runlog.init(db=str(db_path))
+        before = _errors.internal_error_count()
+        try:
+            _errors.logger.disabled = True
+            _log.emit_deferred("broken", lambda: 1 // 0)  # type: ignore[arg-type, return-value]
+            runlog.log_event("after")
+            assert runlog.flush()
+            assert _errors.internal_error_count() == before + 1
+            assert isinstance(_errors.internal_errors()[-1], ZeroDivisionError)
+        finally:
+            _errors.logger.disabled = False
+            _errors._internal_error_count = before
+            _errors._internal_errors.clear()
+        found = [(r["event_type"], r["payload"]) for r in rows(db_path)][-2:]
+        assert found == [("broken", {"_runlog": {"repr": [""]}}), ("after", {})]
+
+    def test_an_llm_call_is_priced_off_the_callers_thread_with_its_fields_at_its_end(
+        self, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import threading
+
+        from runlog import _prices
+
+        priced_on: list[str] = []
+        price = _prices.cost_fields
+
+        def spy(*args: object, **kwargs: object) -> dict[str, object]:
+            priced_on.append(threading.current_thread().name)
+            return price(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_prices, "cost_fields", spy)
+        runlog.init(db=str(db_path))
+        with runlog.llm_call("gpt-4o-mini", step=1) as call:
+            call.record(input_tokens=10, output_tokens=5)
+        call.set(step=2, late=True)  # after the end: changes nothing
+        assert runlog.flush()
+        (event,) = [r for r in rows(db_path) if r["event_type"] == "llm_call.completed"]
+        payload = event["payload"]
+        assert payload["step"] == 1 and "late" not in payload
+        assert payload["input_tokens"] == 10 and payload["cost_usd"] > 0
+        assert priced_on == ["runlog-writer"]

@@ -196,9 +196,11 @@ class LLMCall:
         if self._span.done:
             return False
         self._span.stop()  # latency ends here, before any token counting
-        if self._slow_to_count(exc):  # tiktoken's work, off the caller's thread
+        if self._slow_to_count(exc):  # tiktoken's work, on the background thread
             return self._span.end_later(exc, lambda: self._outcome(exc, fields))
-        return self._span.end(exc, self._outcome(exc, fields))
+        # Pricing, the token fields and the JSON are made by the writer, which writes
+        # the event in its place: the caller's thread pays for none of it.
+        return self._span.end_deferred(exc, lambda: self._outcome(exc, fields))
 
     def _slow_to_count(self, exc: BaseException | None) -> bool:
         """Whether counting the missing token numbers could take long on this thread.

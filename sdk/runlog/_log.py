@@ -119,6 +119,30 @@ def emit(event_type: str, payload: Mapping[str, Any] | None, encoded: str | None
         runtime.sink.submit((time.time_ns(), run.run_id, run.parent_run_id, event_type, encoded))
 
 
+def emit_deferred(event_type: str, build: Callable[[], Mapping[str, Any] | None]) -> None:
+    """Log under the current run an event whose payload ``build()`` makes when it is written.
+
+    The event takes its place in the queue (and its timestamp and run) now; the writer
+    thread calls ``build`` and encodes its result just before it writes the row, off the
+    caller's thread (in sync mode, before this returns).  For payloads of runlog's own
+    making that are quick to build: slow work belongs in :func:`emit_later`, which keeps
+    the writer free.
+    """
+    here = _here()
+    if here is not None:
+        run, runtime = here
+        cap = runtime.cap
+        runtime.sink.submit(
+            (
+                time.time_ns(),
+                run.run_id,
+                run.parent_run_id,
+                event_type,
+                lambda: encode(build(), cap),
+            )
+        )
+
+
 def emit_later(event_type: str, build: Callable[[], Mapping[str, Any] | None]) -> None:
     """Log under the current run an event whose payload ``build()`` makes off this thread.
 
@@ -165,4 +189,4 @@ def flush(timeout: float | None = None) -> bool:
     return completed and written and honest
 
 
-__all__ = ["check_event_type", "emit", "emit_later", "flush", "log_event"]
+__all__ = ["check_event_type", "emit", "emit_deferred", "emit_later", "flush", "log_event"]

@@ -52,6 +52,9 @@ MARK = "_runlog"
 MAX_DEPTH = 100
 _SEPARATORS = (",", ":")
 _EMPTY = "{}"
+UNBUILDABLE = '{"_runlog":{"repr":[""]}}'
+"""The payload of an event whose payload could not be made at all: the whole of it
+(path ``""``) marked ``repr``, as :func:`encode` writes for a mapping it cannot read."""
 _CATEGORIES = ("repr", "keys", "text", "base64", "scrubbed", "truncated")
 _REPLACEMENT = "\ufffd"
 _ELLIPSIS = "…"
@@ -578,4 +581,4 @@ def encode_span_ids(
     )
 
 
-__all__ = ["MARK", "clean_text", "encode", "encode_span_ids"]
+__all__ = ["MARK", "UNBUILDABLE", "clean_text", "encode", "encode_span_ids"]

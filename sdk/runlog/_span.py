@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 from . import _context
 from ._errors import report_internal_error, safe_str
-from ._log import emit, emit_later
+from ._log import emit, emit_deferred, emit_later
 from ._payload import encode_span_ids
 
 RESERVED = frozenset(
@@ -252,10 +252,32 @@ class Span:
         work too slow for the caller's thread, such as counting tokens.  The event keeps
         this moment's timestamp, run and duration.  False if the span had already ended.
         """
+        return self._end_off_thread(exc, complete, emit_later)
+
+    def end_deferred(
+        self, exc: BaseException | None, complete: Callable[[], Mapping[str, Any]]
+    ) -> bool:
+        """End as :meth:`end` does, now, with the fields ``complete()`` returns when the
+        event is written.
+
+        ``complete`` runs on the writer thread (see :func:`runlog._log.emit_deferred`),
+        so the caller pays for neither building nor encoding the payload, and the event
+        keeps its place among the caller's others.  For quick work only (pricing, reading
+        what was recorded); slow work goes to :meth:`end_later`.
+        """
+        return self._end_off_thread(exc, complete, emit_deferred)
+
+    def _end_off_thread(
+        self,
+        exc: BaseException | None,
+        complete: Callable[[], Mapping[str, Any]],
+        log: Callable[[str, Callable[[], Mapping[str, Any] | None]], None],
+    ) -> bool:
         end = self._end_ns or time.perf_counter_ns()
         if not self._claim():
             return False
         event_type, outcome = self._outcome(exc)
+        own = dict(self.fields)  # as they are now: a set() after the end changes nothing
 
         def build() -> dict[str, Any]:
             try:
@@ -263,10 +285,10 @@ class Span:
             except Exception as error:  # the event is logged all the same, without them
                 report_internal_error(f"completing {event_type}", error, reraise=False)
                 fields = _NONE
-            return self._end_payload(fields, outcome, end)
+            return self._end_payload(fields, outcome, end, own)
 
         try:
-            emit_later(event_type, build)
+            log(event_type, build)
         except Exception as error:
             report_internal_error(f"logging {event_type}", error)
         return True
@@ -321,9 +343,14 @@ class Span:
         return self._active_ns is None and self.names.duration_key == "duration_ms"
 
     def _end_payload(
-        self, fields: Mapping[str, Any], outcome: Mapping[str, Any], end: int
+        self,
+        fields: Mapping[str, Any],
+        outcome: Mapping[str, Any],
+        end: int,
+        own: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        payload = self._payload(fields)
+        """The end event's payload; ``own``: the span's fields as they were at its end."""
+        payload = self._payload(fields, own)
         if self._active_ns is None:
             payload[self.names.duration_key] = ((end - self._t0) // 1000) / 1000
         else:
@@ -332,12 +359,17 @@ class Span:
         payload.update(outcome)
         return payload
 
-    def _payload(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Ids first, then the span's fields and ``fields``; the ids cannot be overwritten."""
+    def _payload(
+        self, fields: Mapping[str, Any], own: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Ids first, then the span's fields (``own``, else ``self.fields``) and ``fields``;
+        the ids cannot be overwritten."""
         span_id, parent_span_id = self.span_id, self.parent_span_id
-        if not fields and not self.fields:  # most spans: nothing to merge
+        if own is None:
+            own = self.fields
+        if not fields and not own:  # most spans: nothing to merge
             return {"span_id": span_id, "parent_span_id": parent_span_id}
-        payload = {"span_id": span_id, "parent_span_id": parent_span_id, **self.fields, **fields}
+        payload = {"span_id": span_id, "parent_span_id": parent_span_id, **own, **fields}
         payload["span_id"], payload["parent_span_id"] = span_id, parent_span_id
         return payload
 

@@ -37,9 +37,16 @@ from contextlib import suppress
 from typing import Protocol, TypeVar
 
 from ._errors import forget_warning, logger, report_internal_error, warn_once
+from ._payload import UNBUILDABLE
 from ._store import Row, Store, StoreBusy, StoreFault, StoreUnreachable
 
 T = TypeVar("T")
+
+Submitted = tuple[int, int, "int | None", str, "str | Callable[[], str]"]
+"""A row as the sinks take it: its payload the JSON text, or a function that makes the
+text (:func:`runlog._log.emit_deferred`), which the writer calls when it writes the row:
+the event's place in the table is taken when it is logged, its payload made off the
+caller's thread."""
 
 _OUTAGE = "store-outage"
 _HANDOFF_CHECK = 31
@@ -82,13 +89,14 @@ class Persister:
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 0.5)
 
-    def write(self, rows: Sequence[Row], *, outlast_outages: bool = False) -> bool:
+    def write(self, submitted: Sequence[Submitted], *, outlast_outages: bool = False) -> bool:
         """Write ``rows`` in one transaction; on failure count them as dropped.
 
         ``outlast_outages``: wait out an unreachable server however long it takes
         (the background writer), re-sending the same rows so the store can tell a
         batch it already committed.
         """
+        rows = _ready(submitted)
         try:
             try:
                 self.store.write(rows)
@@ -162,12 +170,33 @@ class Persister:
         )
 
 
+def _ready(rows: Sequence[Submitted]) -> Sequence[Row]:
+    """``rows`` with every deferred payload made; a payload that cannot be made becomes
+    the whole-payload ``repr`` mark, so the event is still written."""
+    for row in rows:
+        if type(row[4]) is not str:
+            break
+    else:
+        return rows  # type: ignore[return-value]  # every payload is text already
+    return [row if type(row[4]) is str else _made(row) for row in rows]  # type: ignore[misc]
+
+
+def _made(row: Submitted) -> Row:
+    stamp, run_id, parent_run_id, event_type, make = row
+    try:
+        payload = make() if callable(make) else UNBUILDABLE
+    except Exception as exc:  # runlog's own fault: the event is kept, without its payload
+        report_internal_error(f"making the payload of {event_type}", exc, reraise=False)
+        payload = UNBUILDABLE
+    return stamp, run_id, parent_run_id, event_type, payload
+
+
 class Sink(Protocol):
     """Where ``log_event`` hands its rows."""
 
     persister: Persister
 
-    def submit(self, row: Row) -> None: ...
+    def submit(self, row: Submitted) -> None: ...
 
     def flush(self, timeout: float | None = None) -> bool: ...
 
@@ -186,7 +215,7 @@ class SyncWriter:
         self._lock = threading.Lock()
         self._closed = False
 
-    def submit(self, row: Row) -> None:
+    def submit(self, row: Submitted) -> None:
         with self._lock:
             self.persister.write((row,))
 
@@ -222,7 +251,7 @@ class WriterPhase(enum.Enum):
     """The thread has stopped: ``submit`` writes synchronously."""
 
 
-Item = Row | threading.Event | _Stop
+Item = Submitted | threading.Event | _Stop
 
 
 class BatchWriter:
@@ -265,7 +294,7 @@ class BatchWriter:
         """The writer's CPU per row in its last full batch (the statement's pace)."""
 
     # -- caller side ----------------------------------------------------------------
-    def submit(self, row: Row) -> None:
+    def submit(self, row: Submitted) -> None:
         queue = self._queue
         queue.append(row)
         if not self._running:  # idle (start the thread) or closed (write it now)
@@ -461,7 +490,7 @@ class BatchWriter:
             self._write(batch)
         return False
 
-    def _write(self, batch: list[Row]) -> None:
+    def _write(self, batch: list[Submitted]) -> None:
         start, cpu = time.perf_counter_ns(), time.thread_time_ns()
         self._handoff_at = start + len(batch) * self._ns_per_row
         try:
