@@ -199,7 +199,10 @@ class LLMCall:
         if self._slow_to_count(exc):  # tiktoken's work, on the background thread
             return self._span.end_later(exc, lambda: self._outcome(exc, fields))
         # Pricing, the token fields and the JSON are made by the writer, which writes
-        # the event in its place: the caller's thread pays for none of it.
+        # the event in its place: the caller's thread pays for none of it.  The price
+        # table is imported here, though, the first time: an import on runlog's thread
+        # would leave a child forked meanwhile with a module lock no thread of it holds.
+        _prices.load()
         return self._span.end_deferred(exc, lambda: self._outcome(exc, fields))
 
     def _slow_to_count(self, exc: BaseException | None) -> bool:
