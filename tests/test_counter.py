@@ -162,6 +162,7 @@ class TestSameCounts:
     def test_prompts(
         self, remote: _counter.RemoteTokenizer, local: _tokens.Tokenizer, prompt: Any
     ) -> None:
+        """Texts, lists of texts, token ids and no prompt count as in-process."""
         assert remote.count_prompt(prompt) == local.count_prompt(prompt)
 
     def test_token_ids_need_no_request(
@@ -288,6 +289,7 @@ class TestWhereItRuns:
         assert completed(db_path)[0]["payload"]["token_source"] == "tiktoken"
 
     def test_unknown_mode_warns_and_uses_the_helper(self, db_path: Path, tmp_path: Path) -> None:
+        """A RUNLOG_TOKENIZER that means nothing is said once; the default applies."""
         out = child(
             """
             runlog.init()
@@ -317,7 +319,7 @@ class TestSameResolution:
             for _ in range(3):
                 count_one()
             report(encoding=_tokens.tokenizer_for("gpt-4o-mini").encoding_name,
-                   counts=[e for e in [_tokens.count_text("hello world", "gpt-4o-mini")]])
+                   counts=[_tokens.count_text("hello world", "gpt-4o-mini")])
             """
         env = {**NO_DOWNLOADS, "RUNLOG_TIKTOKEN_ENCODING": wanted}
         ours = child(code, db_path, tmp_path, RUNLOG_TOKENIZER="process", **env)
@@ -376,6 +378,7 @@ class TestLifecycle:
         assert all(e["payload"]["token_source"] == "tiktoken" for e in completed(db_path))
 
     def test_exits_after_sys_exit(self, db_path: Path, tmp_path: Path) -> None:
+        """``sys.exit(3)`` ends the parent with its code, and the helper with it."""
         proc, first = start(
             """
             runlog.init()

@@ -14,12 +14,12 @@ ends:
 
 Latency is frozen before any counting, so tokenizing never inflates it, and counting
 runs off the caller's thread (:meth:`~runlog._span.Span.end_later`): by default the
-counts come from a helper process (:mod:`runlog._counter`), each one a wait on a pipe,
-and the first one starts the helper; counted in this process, the first count loads an
-encoding.  Neither must land in the user's code or on an event loop.  The event keeps
-the call's timestamp; ``flush()`` and exit wait for it.  The same object is a context
-manager (``with``/``async with``) and a handle that stream wrappers end by hand
-(``finish``/``fail``), whichever comes first winning.
+counts come from a helper process (:mod:`runlog._counter`), each one a round trip to
+it, and the first one starts the helper; counted in this process, the first count
+loads an encoding.  Neither must land in the user's code or on an event loop.  The
+event keeps the call's timestamp; ``flush()`` and exit wait for it.  The same object
+is a context manager (``with``/``async with``) and a handle that stream wrappers end
+by hand (``finish``/``fail``), whichever comes first winning.
 """
 
 from __future__ import annotations
