@@ -53,8 +53,8 @@ def report(**fields):
 
 # tiktoken's downloads go to a proxy that refuses at once: no network, the same error
 # wherever the load runs (here or in the helper, which inherits the environment).
-NO_DOWNLOADS = {"HTTPS_PROXY": "http://127.0.0.1:1", "HTTP_PROXY": "http://127.0.0.1:1",
-                "https_proxy": "", "http_proxy": "", "NO_PROXY": "", "no_proxy": ""}  # fmt: skip
+NO_DOWNLOADS = {name: "http://127.0.0.1:1" for name in ("HTTPS_PROXY", "https_proxy")}
+NO_DOWNLOADS.update(NO_PROXY="", no_proxy="")
 
 
 def child(code: str, db: Path, tmp_path: Path, **env: str) -> dict[str, Any]:
@@ -330,7 +330,34 @@ class TestSameResolution:
         assert ours["warnings"] == theirs["warnings"]
         assert len(ours["warnings"]) == (2 if wanted else 1)
         assert all(len(w) < 300 and "\n" not in w for w in ours["warnings"])
-        assert any("could not be downloaded" in w for w in ours["warnings"])
+        assert any("ProxyError: not cached here, and it could not" in w for w in ours["warnings"])
+
+    def test_stalled_download_is_bounded_by_our_deadline(
+        self, db_path: Path, tmp_path: Path
+    ) -> None:
+        """A download that never ends (a proxy that accepts and never answers) delays
+        the helper's answer only until this process's ``LOAD_TIMEOUT``, then the bundled
+        encoding counts, with the same warning as in-process."""
+        code = """
+            import socket
+            proxy = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+            for name in ("HTTPS_PROXY", "https_proxy"):
+                os.environ[name] = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+            _tokens.LOAD_TIMEOUT = 0.3
+            runlog.init()
+            for _ in range(3):
+                count_one()
+            report(encoding=_tokens.tokenizer_for("gpt-4o-mini").encoding_name)
+            """
+        env = {**NO_DOWNLOADS, "RUNLOG_TIKTOKEN_ENCODING": ""}
+        ours = child(code, db_path, tmp_path, **env)
+        theirs = child(code, tmp_path / "inline.db", tmp_path, RUNLOG_TOKENIZER="inline", **env)
+        assert ours["encoding"] == theirs["encoding"] == OFFLINE
+        assert ours["warnings"] == theirs["warnings"]
+        [warning] = ours["warnings"]
+        assert "o200k_base" in warning and "still loading after 0.3 s" in warning
+        sources = [e["payload"]["token_source"] for e in completed(db_path)]
+        assert sources == ["tiktoken"] * 3
 
     def test_no_tiktoken_in_the_helper(self, db_path: Path, tmp_path: Path) -> None:
         """A helper that cannot import tiktoken: null counts, "unavailable", the same

