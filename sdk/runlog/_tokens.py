@@ -217,9 +217,6 @@ def _key(model: str | None) -> _Key:
 def _find(where: str, wanted: str | None, model: str | None) -> tuple[TokenCounter | None, bool]:
     """The helper's answer in ``process`` mode (unless no helper can start), else ours."""
     if where == PROCESS:
-        with _fork_waits():  # a child forked mid-import would hang on the module's lock
-            from . import _counter
-
         found = _counter.resolve(wanted, model)
         if found is not None:
             return found
@@ -474,6 +471,11 @@ if hasattr(os, "register_at_fork"):
         after_in_child=_forget_pending_loads,
     )
 
+# The helper's client, imported with this module, where the program sets up: imported
+# by the first count instead, on runlog's thread, it would hold the GIL while it
+# compiles and runs (milliseconds, an event loop's included), and a child forked
+# meanwhile would hang on the half-imported module's lock.
+from . import _counter  # noqa: E402
 
 __all__ = [
     "ENCODING_ENV",
