@@ -1,4 +1,9 @@
-"""Token counting off the caller's thread: the same event, its own moment, nothing lost."""
+"""Token counting off the caller's thread: the same event, its own moment, nothing lost.
+
+Which counts go to the thread is decided per call when counting in this process
+(``RUNLOG_TOKENIZER=inline``, the tests that spy on the in-process tokenizer); with the
+helper process every count does (``test_counter.py``).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ def counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The name of the thread of every tiktoken count (a spy around the real count).
 
     The process's tokenizers are forgotten first, as before a process's first count
-    (the loaded encodings stay: nothing is read again).
+    (the loaded encodings stay: nothing is read again).  Counts are made in this process.
     """
+    monkeypatch.setenv(_tokens.TOKENIZER_ENV, _tokens.INLINE)
     monkeypatch.setattr(_tokens, "_tokenizers", {})
     names: list[str] = []
     real = _tokens.Tokenizer.count_text
@@ -99,6 +105,7 @@ class TestCountedOffThread:
         self, db_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A count that takes long does not move the timestamp, latency or run."""
+        monkeypatch.setenv(_tokens.TOKENIZER_ENV, _tokens.INLINE)
         monkeypatch.setattr(_tokens, "_tokenizers", {})  # as before the process's first count
         run_id = runlog.init(db=str(db_path))
         gate = threading.Event()
@@ -191,14 +198,17 @@ class TestCountedOffThread:
 
 
 class TestForkDuringImport:
+    @pytest.mark.parametrize("mode", ["inline", "process"])
     @pytest.mark.parametrize("delay_ms", [0, 5, 10, 15, 20, 25, 30, 40])
     def test_child_forked_while_tiktoken_is_imported_can_count(
-        self, db_path: Path, delay_ms: int
+        self, db_path: Path, delay_ms: int, mode: str
     ) -> None:
         """The first count imports tiktoken and loads an encoding (modules imported on
         the way) off the caller's thread; a fork in that window waits for them, so the
         child never inherits a half-imported module whose lock belongs to a thread it
-        does not have (without the wait, delay 0 hangs the child)."""
+        does not have (without the wait, delay 0 hangs the child).  With the helper
+        process the modules are runlog's client of it, and the child counts through a
+        helper of its own."""
         python(
             f"""
             import os, signal, sys, time, runlog
@@ -224,6 +234,7 @@ class TestForkDuringImport:
             """,
             db_path,
             timeout=60,
+            RUNLOG_TOKENIZER=mode,
         )
 
 

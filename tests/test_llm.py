@@ -239,6 +239,7 @@ class TestTokenizerUnavailable:
             print(json.dumps([e.payload for e in events.of_type("llm_call.completed")]))
             """,
             None,
+            RUNLOG_TOKENIZER="inline",  # the helper process's case: test_counter.py
         )
         payloads = json.loads(out.stdout)
         assert len(payloads) == 3

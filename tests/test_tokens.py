@@ -1,5 +1,9 @@
 """Token counting: tiktoken's own counts, lazy loading, and every way loading can fail.
 
+These are the counts and the loading as they run in one process (``RUNLOG_TOKENIZER=
+inline`` here), as in the helper process that counts by default: ``test_counter.py``
+tests the helper itself, and that it answers the same.
+
 No test touches the network.  In-process tests name the bundled encoding through
 ``RUNLOG_TIKTOKEN_ENCODING``; tests of the download path run in a child process whose
 audit hook refuses (or stalls) every socket, with an empty ``TIKTOKEN_CACHE_DIR``, so
@@ -71,8 +75,15 @@ def child(code: str, tmp_path: Path, *, network: str = REFUSE_NETWORK, **env: st
     cache = tmp_path / "tiktoken-cache"
     cache.mkdir(exist_ok=True)
     env.setdefault("RUNLOG_TIKTOKEN_ENCODING", "")  # these children choose for themselves
+    env.setdefault("RUNLOG_TOKENIZER", "inline")  # the audit hooks watch this process
     proc = python(PRELUDE + network + textwrap.dedent(code), TIKTOKEN_CACHE_DIR=str(cache), **env)
     return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.fixture(autouse=True)
+def inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count in this process (see the module docstring)."""
+    monkeypatch.setenv(_tokens.TOKENIZER_ENV, _tokens.INLINE)
 
 
 @pytest.fixture

@@ -102,10 +102,14 @@ def __dir__() -> list[str]:
 
 
 def _at_exit() -> None:
-    """End the run at interpreter exit (registered at import: after every later hook)."""
+    """End the run at interpreter exit (registered at import: after every later hook),
+    then let the token counter process go: the run's last counts are drained by now."""
     lifecycle = sys.modules.get("runlog._lifecycle")
     if lifecycle is not None:
         lifecycle.life.close()
+    counter = sys.modules.get("runlog._counter")
+    if counter is not None:
+        counter.close()
 
 
 atexit.register(_at_exit)

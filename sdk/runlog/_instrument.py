@@ -2,8 +2,10 @@
 
 runlog never imports an integration (or the library it instruments) until asked, so
 ``import runlog`` stays cheap; the integrations themselves build only on runlog's
-public API (``llm_call``).  Instrumenting also loads the price table, so that the
-first call's cost is not paid for on that call's path.
+public API (``llm_call``).  Instrumenting also imports :mod:`runlog._llm` (with the
+token counting's client) and loads the price table, so that neither is paid for on the
+first call's path: an import holds the GIL while it runs, on whatever thread the first
+call runs, an event loop's included.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-from . import _prices
+from . import _llm, _prices  # noqa: F401  (_llm: imported here, see the docstring)
 
 
 def _integration(package: str, library: str, extra: str) -> ModuleType:

@@ -1,11 +1,12 @@
 """Events completed off the caller's thread: one daemon thread does the slow last step.
 
-An LLM call that reported no usage has its tokens counted with tiktoken, and the
-first count of a process loads an encoding (about 250 ms; up to ``LOAD_TIMEOUT`` while
-a file downloads).  That must land neither inside the user's span nor on an event
-loop.  So the call's end is settled on the caller's thread — which end won, the
-duration, the timestamp and the run — and the event is completed (counted, priced)
-and logged here, the same event it would have been.
+An LLM call that reported no usage has its tokens counted with tiktoken: by a helper
+process (:mod:`runlog._counter`), each count a round trip and the first one the
+helper's start, or in this process, where the first count loads an encoding (about
+250 ms; up to ``LOAD_TIMEOUT`` while a file downloads).  That must land neither inside
+the user's span nor on an event loop.  So the call's end is settled on the caller's
+thread — which end won, the duration, the timestamp and the run — and the event is
+completed (counted, priced) and logged here, the same event it would have been.
 
 Guarantees:
 

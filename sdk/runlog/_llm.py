@@ -13,11 +13,13 @@ ends:
   ``token_source`` is ``"unavailable"``.
 
 Latency is frozen before any counting, so tokenizing never inflates it, and counting
-runs off the caller's thread (:meth:`~runlog._span.Span.end_later`): the first count
-of a process loads an encoding, which must land neither in the user's code nor on an
-event loop.  The event keeps the call's timestamp; ``flush()`` and exit wait for it.  The same
-object is a context manager (``with``/``async with``) and a handle that stream
-wrappers end by hand (``finish``/``fail``), whichever comes first winning.
+runs off the caller's thread (:meth:`~runlog._span.Span.end_later`): by default the
+counts come from a helper process (:mod:`runlog._counter`), each one a round trip to
+it, and the first one starts the helper; counted in this process, the first count
+loads an encoding.  Neither must land in the user's code or on an event loop.  The
+event keeps the call's timestamp; ``flush()`` and exit wait for it.  The same object
+is a context manager (``with``/``async with``) and a handle that stream wrappers end
+by hand (``finish``/``fail``), whichever comes first winning.
 """
 
 from __future__ import annotations
@@ -208,10 +210,12 @@ class LLMCall:
     def _slow_to_count(self, exc: BaseException | None) -> bool:
         """Whether counting the missing token numbers could take long on this thread.
 
-        It could the first time (the encoding loads: about 0.3 s) and for long texts
-        (past :data:`INLINE_COUNT_CHARS`, about 1 ms of tiktoken); a short reply with the
-        encoding loaded is counted here (tens of microseconds) and keeps its place in
-        the table's order.
+        It could whenever the helper process counts (a round trip; the first one starts
+        the helper), the first time in this process (the encoding loads: about 0.3 s)
+        and for long texts (past :data:`INLINE_COUNT_CHARS`, about 1 ms of tiktoken); a
+        short reply counted in this process with the encoding loaded is counted here
+        (tens of microseconds) and keeps its place in the table's order.  Sync mode
+        counts on this thread all the same (see :func:`runlog._log.emit_later`).
         """
         inputs = self._input_tokens is None and (
             self._messages is not None or self._prompt is not None
@@ -219,7 +223,7 @@ class LLMCall:
         outputs = exc is None and self._output_tokens is None and self._text is not None
         if not (inputs or outputs):
             return False
-        if self._prompt is not None or not _tokens.settled(self.model):
+        if self._prompt is not None or not _tokens.counts_inline(self.model):
             return True
         pieces = self._text if outputs and self._text is not None else ()
         return _tokens.text_size(self._messages if inputs else None, pieces) > INLINE_COUNT_CHARS
@@ -251,8 +255,10 @@ class LLMCall:
         if tokenizer is None:
             return None, "unavailable"
         if self._messages is not None:
-            return tokenizer.count_messages(self._messages), "tiktoken"
-        return tokenizer.count_prompt(self._prompt), "tiktoken"
+            count = tokenizer.count_messages(self._messages)
+        else:
+            count = tokenizer.count_prompt(self._prompt)
+        return (None, "unavailable") if count is None else (count, "tiktoken")
 
     def _output_count(self) -> tuple[int | None, str | None]:
         if self._output_tokens is not None:
@@ -262,7 +268,8 @@ class LLMCall:
         tokenizer = _tokens.tokenizer_for(self.model)
         if tokenizer is None:
             return None, "unavailable"
-        return tokenizer.count_text("".join(self._text)), "tiktoken"
+        count = tokenizer.count_text("".join(self._text))
+        return (None, "unavailable") if count is None else (count, "tiktoken")
 
     def _token_fields(self) -> dict[str, Any]:
         (inp, in_src), (out, out_src) = self._input_count(), self._output_count()

