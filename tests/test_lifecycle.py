@@ -718,3 +718,146 @@ class TestWorkerNumbering:
         python(WORKER, db_path, PARENT_RUN_ID=str(runlog.current_run_id()))
         python(WORKER, db_path, PARENT_RUN_ID=str(runlog.current_run_id()))
         assert runlog.state.next_worker_instance_seq() == 3
+
+
+# --------------------------------------------------------------------------------------
+# 10. A forked child never waits on what another thread of its parent held
+FORKS = 100
+
+
+class TestForkNeverHangs:
+    """A child forked at any moment ends, whatever runlog's other threads were doing.
+
+    The child has only the thread that forked: a lock, an import or a C library's
+    mutex (SQLite's allocator, held for most of a batch INSERT) that another thread
+    held at that moment would be held forever there.
+    """
+
+    def test_children_forked_while_the_writer_writes_all_finish(self, db_path: Path) -> None:
+        """100 forks at random moments while another thread logs non-stop: every child
+        logs its event and exits within a generous bound, none hangs (before the fix,
+        about a third hung in SQLite's allocator mutex)."""
+        code = f"""
+        import os, random, signal, sys, threading, time, runlog
+        runlog.init(role="parent")
+        stop = threading.Event()
+
+        def log_forever():  # the writer has a batch under way most of the time
+            i = 0
+            while not stop.is_set():
+                runlog.log_event("work.step", {{"i": i, "pad": "x" * 200}})
+                i += 1
+
+        threading.Thread(target=log_forever, daemon=True).start()
+        random.seed(7)
+        outcomes = []
+        for k in range({FORKS}):
+            time.sleep(random.random() * 0.005)
+            pid = os.fork()
+            if pid == 0:
+                runlog.log_event("child.work", {{"k": k}})
+                sys.exit(0 if runlog.flush() else 3)
+            deadline = time.monotonic() + 10
+            while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    done = os.waitpid(pid, 0)
+                    outcomes.append(f"child {{k}} hung")
+                    break
+                time.sleep(0.001)
+            else:
+                if done[1]:
+                    outcomes.append(f"child {{k}}: {{os.waitstatus_to_exitcode(done[1])}}")
+        stop.set()
+        print(outcomes)
+        """
+        proc = python(code, db_path, timeout=300)
+        assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+        parent = rows(db_path, "SELECT * FROM events ORDER BY id LIMIT 1")[0]["run_id"]
+        works = rows(db_path, "SELECT * FROM events WHERE event_type = 'child.work'")
+        assert sorted(r["payload"]["k"] for r in works) == list(range(FORKS))
+        assert all(r["parent_run_id"] == parent for r in works)
+        exits = [
+            r["payload"]
+            for r in rows(db_path, "SELECT * FROM events WHERE event_type = 'process.exited'")
+            if r["run_id"] != parent
+        ]
+        assert len(exits) == FORKS and all(e["exit_code"] == 0 for e in exits)
+
+    def test_a_fork_waits_for_a_call_into_sqlite(self, db_path: Path) -> None:
+        """A fork while another thread is inside SQLite happens once that call is done."""
+        code = """
+        import os, threading, time, runlog
+        from runlog._runs import get_runtime
+        runlog.init(role="parent")
+        inside, finished = threading.Event(), []
+
+        def slow_query(conn):
+            inside.set()
+            time.sleep(0.3)
+            finished.append(conn.execute("SELECT count(*) FROM events").fetchone())
+
+        threading.Thread(target=get_runtime().store._run, args=(slow_query,)).start()
+        inside.wait()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if finished else 4)  # the call had ended before the fork was made
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        """
+        assert python(code, db_path).stdout.strip() == "0"
+
+    def test_past_the_bound_the_child_refuses_sqlite_rather_than_hang(self, db_path: Path) -> None:
+        """A call into SQLite that outlasts the fork's wait leaves the child without
+        SQLite (its mutexes may be held): its events are counted as dropped, it ends."""
+        code = """
+        import os, threading, time, runlog
+        from runlog import _forksafe
+        from runlog._runs import get_runtime
+        _forksafe.FORK_WAIT_S = 0.2
+        runlog.init(role="parent")
+        inside = threading.Event()
+
+        def stuck(conn):
+            inside.set()
+            time.sleep(1.5)
+
+        threading.Thread(target=get_runtime().store._run, args=(stuck,)).start()
+        inside.wait()
+        pid = os.fork()
+        if pid == 0:
+            runlog.log_event("child.work")
+            ok = not runlog.flush() and _forksafe.tainted("sqlite")
+            os._exit(0 if ok else 5)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        """
+        proc = python(code, db_path, timeout=60)
+        assert proc.stdout.strip() == "0", proc.stderr
+        assert "forked while another thread was inside SQLite" in proc.stderr
+        assert [r["event_type"] for r in rows(db_path)] == ["process.started", "process.exited"]
+
+    def test_a_lock_another_thread_held_is_free_in_the_child(self, db_path: Path) -> None:
+        """A state query in flight on another thread at fork time (its lock held) does
+        not stop the child from querying."""
+        runlog.init(db=str(db_path))
+        runlog.log_event("x")
+        assert runlog.flush()
+        code = """
+        import os, threading
+        from runlog import state
+        held, release = threading.Event(), threading.Event()
+
+        def query_in_flight():  # no run here: queries go through the read-only store
+            with state._read_only.lock:
+                held.set()
+                release.wait()
+
+        threading.Thread(target=query_in_flight).start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if state.count_events("x") == 1 else 6)
+        status = os.waitpid(pid, 0)[1]
+        release.set()
+        print(os.waitstatus_to_exitcode(status))
+        """
+        assert python(code, db_path, timeout=60).stdout.strip() == "0"

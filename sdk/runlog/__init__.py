@@ -90,7 +90,10 @@ def __getattr__(name: str) -> Any:
         home = _HOME[name]
     except KeyError:
         raise AttributeError(f"module 'runlog' has no attribute {name!r}") from None
-    value = import_module(home or f".{name}", __name__)
+    from . import _forksafe
+
+    with _forksafe.IMPORT:  # a fork waits for it (the module's import lock is this thread's)
+        value = import_module(home or f".{name}", __name__)
     if home:
         value = getattr(value, name)
     globals()[name] = value

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import _forksafe  # noqa: F401  (first: its fork hooks run before every other one)
 from ._errors import report_internal_error, safe_str
 
 if TYPE_CHECKING:

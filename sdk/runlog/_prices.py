@@ -31,17 +31,20 @@ is their sum.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
+
+from . import _forksafe
 
 INPUT_EXCLUDES_CACHE = frozenset({"anthropic"})
 """Providers whose ``input_tokens`` leave out cache reads and writes."""
 UNPRICED = "unpriced"
 PROVIDER = "provider"
 
-_lock = threading.Lock()
+_lock = _forksafe.lock()
+_IMPORT = _forksafe.Section("genai-prices")
+"""The table's import may run on runlog's background thread: a fork waits for it."""
 _table: Any = None
 """The ``genai_prices`` snapshot once imported; False if the package is not importable."""
 _source = UNPRICED
@@ -81,7 +84,9 @@ def load() -> bool:
     """Import the price table now (idempotent); False if ``genai-prices`` is missing."""
     global _table, _source
     if _table is None:
-        with _lock:
+        with _IMPORT, _lock:
+            if _table is None and _forksafe.tainted(_IMPORT.library):
+                _table = False  # forked mid-import: the module's import lock is not ours
             if _table is None:
                 try:
                     import genai_prices

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import Any, NamedTuple
 
-from . import _context
+from . import _context, _forksafe
 from ._errors import report_internal_error, safe_str
 from ._log import emit, emit_deferred, emit_later
 from ._payload import encode_span_ids
@@ -59,7 +58,7 @@ RESERVED = frozenset(
 _ids = itertools.count(1)
 _epoch = 0
 """Bumped in a forked child: spans of an older epoch belong to the parent process."""
-_finish_lock = threading.Lock()
+_finish_lock = _forksafe.lock()
 _NONE: Mapping[str, Any] = {}
 _OK: Mapping[str, Any] = {"status": "ok"}
 _get_current = _context.current.get

@@ -36,11 +36,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _propagation
+from . import _forksafe, _propagation
 from ._errors import report_internal_error
 
 _STASH = "_runlog_parent_span"
-_lock = threading.Lock()
+_lock = _forksafe.lock()
 _installed = False
 _fork_spans: dict[int, int | None] = {}
 """The span of each thread that is forking right now (two threads may fork at once)."""

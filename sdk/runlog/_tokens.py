@@ -40,10 +40,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
+from . import _forksafe
 from ._errors import warn_once
 
 if TYPE_CHECKING:
@@ -94,7 +94,8 @@ class Tokenizer:
 
     def count_text(self, text: str) -> int:
         """Tokens of ``text``; special tokens such as ``<|endoftext|>`` count as text."""
-        return len(self.encoding.encode_ordinary(text))
+        with _TIKTOKEN:  # runs without the GIL: a fork waits for it
+            return len(self.encoding.encode_ordinary(text))
 
     def count_messages(self, messages: Iterable[Mapping[str, Any]]) -> int:
         """Prompt tokens of chat ``messages``, with OpenAI's per-message overhead."""
@@ -249,30 +250,16 @@ def encoding_name_for(model: str | None) -> str:
     return NEWEST_ENCODING
 
 
-_gate = threading.Condition(threading.Lock())
-"""Guards :data:`_busy`, and is held across a fork (see :func:`_before_fork`)."""
-_busy = 0
-"""Imports and encoding loads under way.  They run off the caller's thread and import
-modules (tiktoken, its plugins, what an encoding's constructor reads files with); a
-child forked in the middle would inherit a half-imported module whose lock belongs to
-a thread it does not have, and hang on it.  So a fork waits for them (bounded)."""
-_FORK_WAIT_S = 5.0
-_gate_held = False
+_TIKTOKEN = _forksafe.Section("tiktoken")
+"""Imports, encoding loads and counts.  They run without the GIL or off the caller's
+thread (tiktoken, its plugins, what an encoding's constructor reads files with): a
+child forked in the middle would inherit a half-imported module, or tiktoken's state,
+held by a thread it does not have, and hang on it.  So a fork waits for them (bounded,
+see :mod:`runlog._forksafe`); in a child forked past the bound, counts are unavailable."""
+_LOADING = _forksafe.Section("tiktoken-load")
+"""A load (a download, maybe) a fork waits for too, bounded; past the bound the child
+forgets it and loads on its own (tiktoken's import is the other section, nested)."""
 _imported = False
-
-
-@contextmanager
-def _fork_waits() -> Iterator[None]:
-    """Mark work a fork must wait for."""
-    global _busy
-    with _gate:
-        _busy += 1
-    try:
-        yield
-    finally:
-        with _gate:
-            _busy -= 1
-            _gate.notify_all()
 
 
 def _import_tiktoken() -> None:
@@ -280,25 +267,11 @@ def _import_tiktoken() -> None:
     global _imported
     if _imported:
         return
-    with _fork_waits():
+    with _TIKTOKEN:
         import tiktoken
 
         tiktoken.list_encoding_names()
         _imported = True
-
-
-def _before_fork() -> None:
-    """Hold the gate across the fork, once no import or load is under way (or 5 s on:
-    a load stalled on a download; the child's own load is bounded by LOAD_TIMEOUT)."""
-    global _gate_held
-    _gate_held = _gate.acquire(timeout=_FORK_WAIT_S)
-    if _gate_held:
-        _gate.wait_for(lambda: _busy == 0, timeout=_FORK_WAIT_S)
-
-
-def _after_fork_in_parent() -> None:
-    if _gate_held:
-        _gate.release()
 
 
 def resolve(
@@ -306,6 +279,9 @@ def resolve(
 ) -> tuple[Tokenizer | None, bool]:
     """The first encoding that loads in this process, and whether that answer is final
     (no load pending).  ``warn`` reports a fallback (the helper sends its reports on)."""
+    if _forksafe.tainted(_TIKTOKEN.library):
+        _warn_unavailable([("tiktoken", _Tainted("in use by another thread at fork time"))], warn)
+        return None, True
     try:
         _import_tiktoken()
     except Exception as exc:  # ImportError, or an installation broken in any other way
@@ -361,6 +337,10 @@ def reason(exc: Exception) -> str:
     return f"{name}: {text[:120]}" if text else name
 
 
+class _Tainted(RuntimeError):
+    """This process was forked while another thread was inside tiktoken (past the bound)."""
+
+
 class _StillLoading(TimeoutError):
     """The load of an encoding passed its deadline; it may still finish later."""
 
@@ -382,7 +362,7 @@ class _Load:
 
     def _run(self) -> None:
         try:
-            with _fork_waits():
+            with _LOADING:
                 self.outcome = _construct(self.name)
         except Exception as exc:
             self.outcome = exc
@@ -429,11 +409,16 @@ def _construct(name: str) -> Encoding:
 
 
 def _forget_pending_loads() -> None:
-    """In a forked child, loads in flight have no thread: forget them (and the locks)."""
-    global _loads_lock, _gate, _busy
+    """In a forked child, loads in flight have no thread: forget them (and the lock).
+
+    Forked while another thread was still inside tiktoken: forget every encoding too,
+    so nothing here calls into it (counts are unavailable in this process).
+    """
+    global _loads_lock
     _loads_lock = threading.Lock()
-    _gate = threading.Condition(threading.Lock())
-    _busy = 0
+    if _forksafe.tainted(_TIKTOKEN.library):
+        _tokenizers.clear()
+        _loads.clear()
     for name in [name for name, load in _loads.items() if load.outcome is None]:
         del _loads[name]
 
@@ -465,11 +450,7 @@ def _strings(obj: object, keys: tuple[str, ...]) -> Iterator[str]:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_forget_pending_loads,
-    )
+    os.register_at_fork(after_in_child=_forget_pending_loads)
 
 # The helper's client, imported with this module, where the program sets up: imported
 # by the first count instead, on runlog's thread, it would hold the GIL while it

@@ -22,11 +22,12 @@ Wrappers have wrapt's signature ``wrapper(wrapped, instance, args, kwargs)``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import wrapt
+
+from . import _forksafe
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -42,7 +43,7 @@ class Patches:
                     f"got {(owner, name, wrapper)!r}"
                 )
         self._patches = patches
-        self._lock = threading.Lock()
+        self._lock = _forksafe.lock()
 
     def install(self) -> None:
         """Wrap every attribute that is not already ours (idempotent)."""

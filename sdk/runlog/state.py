@@ -32,11 +32,10 @@ configured database read-only (``RUNLOG_DB``, else ``runlog.db``) and write noth
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from typing import Any
 
-from . import _spend
+from . import _forksafe, _spend
 from ._config import resolve
 from ._errors import ConfigurationError, StoreUnavailableError
 from ._log import flush
@@ -51,7 +50,7 @@ class _ReadOnly:
     """The read-only store of a process that has no runtime (opened once per setting)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _forksafe.lock()
         self.db: str | None = None
         self.store: Store | None = None
 

@@ -28,7 +28,6 @@ It behaves like the SQLite backend; the choices that differ, and why:
 from __future__ import annotations
 
 import re
-import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -38,6 +37,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import conninfo, pq
 
+from .. import _forksafe
 from .._errors import ConfigurationError
 from . import redact_url, url_password
 from ._base import COLUMNS, ForeignDatabase, Row, StoreBusy, StoreFault, StoreUnreachable
@@ -156,7 +156,7 @@ class PostgresStore:
         self.readonly = readonly
         self.lost = 0  # a server keeps what it committed
         self._sequence = ""
-        self._lock = threading.Lock()
+        self._lock = _forksafe.lock()
         self._unsure: _Unsure | None = None
         self._unsure_start: tuple[int, int | None, str] | None = None
 
@@ -337,7 +337,7 @@ class PostgresStore:
         # connection of another process alone); kept referenced, so as not to warn.
         _abandoned.append(self._conn)
         self._conn = None
-        self._lock = threading.Lock()
+        self._lock = _forksafe.lock()
         self._unsure = None
         self._unsure_start = None
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import _forksafe
 from .._errors import ConfigurationError, warn_once
 from ._base import COLUMNS, ForeignDatabase, Row, StoreBusy, StoreFault
 from ._schema import migrations
@@ -71,6 +72,8 @@ _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
 # How long one attempt lets SQLite's own busy handler wait; the writer retries on top.
 _BUSY_TIMEOUT_S = 2.0
 _CHECK_EVERY_S = 0.05  # how often a writing connection checks its file is still the one
+_IN_SQLITE = _forksafe.Section("sqlite")
+"""Every call into SQLite: a fork waits for them (SQLite's own mutexes, see _forksafe)."""
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -147,7 +150,7 @@ class SQLiteStore:
         self._rows_per_statement = _MAX_ROWS_PER_STATEMENT
         self._shm = f"{self.path}-shm"
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._lock = _forksafe.lock()
         self._identity: tuple[int, int] | None = None
         """(st_dev, st_ino) of the file the connection has open."""
         self._checked_at = 0.0
@@ -156,6 +159,7 @@ class SQLiteStore:
         """Rows committed to a file that was deleted or replaced before they were read."""
         self.replaced = 0
         """How many times the file was found deleted or replaced (and made anew)."""
+        _stores.add(self)
 
     # -- connection -------------------------------------------------------------
     def create(self) -> None:
@@ -213,6 +217,11 @@ class SQLiteStore:
         )
 
     def _connect(self) -> sqlite3.Connection:
+        if _forksafe.tainted(_IN_SQLITE.library):
+            raise StoreFault(
+                "this process was forked while another thread was inside SQLite; "
+                "SQLite cannot be used here (its locks belong to that thread)"
+            )
         # mode=rw: never silently create a new, empty file after the first one vanished.
         mode = "ro" if self.readonly else "rw"
         uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={mode}"
@@ -281,7 +290,7 @@ class SQLiteStore:
         """Check the file now (``flush()`` does, so its answer covers a deleted file)."""
         if self.readonly:
             return
-        with self._lock:
+        with _IN_SQLITE, self._lock:
             self._check_file()
 
     @staticmethod
@@ -309,7 +318,7 @@ class SQLiteStore:
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on the connection, mapping SQLite errors to StoreBusy/StoreFault."""
-        with self._lock:
+        with _IN_SQLITE, self._lock:
             try:
                 return work(self._conn or self._open())
             except sqlite3.Error as exc:
@@ -346,7 +355,7 @@ class SQLiteStore:
         switch interval (5 ms) each time.
         """
         # The hot path of every event: inline rather than through _run and _transaction.
-        with self._lock:
+        with _IN_SQLITE, self._lock:
             try:
                 if time.monotonic() - self._checked_at >= _CHECK_EVERY_S:
                     self._check_file()
@@ -374,18 +383,33 @@ class SQLiteStore:
         return self._run(lambda conn: conn.execute(sql, params).fetchall())
 
     def close(self) -> None:
-        with self._lock:
+        with _IN_SQLITE, self._lock:
             self._drop_connection()
 
     def abandon(self) -> None:
-        # Closing an inherited SQLite connection in a forked child can corrupt the
-        # parent's locks; keep the object alive and never touch it again.
-        _abandoned.append(self._conn)
-        self._conn = None
-        self._lock = threading.Lock()
+        """In a forked child: forget the parent's connection without touching it.
+
+        Closing an inherited SQLite connection can corrupt the parent's locks; it is
+        kept alive instead, and never freed at all where SQLite is tainted (freeing it
+        calls into SQLite, whose mutexes another thread of the parent held).
+        """
+        conn, self._conn = self._conn, None
+        self._lock = _forksafe.lock()
+        if conn is not None:
+            if _forksafe.tainted(_IN_SQLITE.library):
+                _keep_forever(conn)
+            else:
+                _abandoned.append(conn)
 
 
 _abandoned: list[Any] = []
+_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+"""Every store of this process: a forked child abandons all of their connections."""
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_stores):
+        store.abandon()
 
 
 def _keep_forever(conn: sqlite3.Connection) -> None:
@@ -443,5 +467,8 @@ def _rollback(conn: sqlite3.Connection) -> None:
         with suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
 
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "sqlite_path"]
