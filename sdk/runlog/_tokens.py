@@ -6,8 +6,8 @@ importing it and building an encoding hold the GIL for tens of milliseconds, whi
 would stall every thread, an event loop included.  This module stays the one place
 that decides what counts: the helper runs its resolution and loading, the parent its
 accounting of messages and prompts (:func:`message_parts`, :func:`prompt_parts`), so
-only strings cross to the helper.  ``RUNLOG_TOKENIZER=inline``, or a helper that cannot be
-started, counts in this process as described below.
+only strings cross to the helper.  ``RUNLOG_TOKENIZER=inline``, or a helper that
+cannot be started, counts in this process as described below.
 
 Counted numbers are estimates of what the provider bills.  A caller that records them
 says so: ``token_source`` is ``"tiktoken"`` (``"usage"`` stays reserved for the
@@ -186,7 +186,7 @@ def settled(model: str | None) -> bool:
 
 def counts_inline(model: str | None) -> bool:
     """Whether counting for ``model`` is quick on this thread: done in this process, with
-    nothing left to load.  Never true of the helper, whose every count waits on a pipe."""
+    nothing left to load.  Never true of the helper: every count is a round trip."""
     tokenizer = _tokenizers.get(_key(model), _tokenizers)
     return tokenizer is None or isinstance(tokenizer, Tokenizer)
 
