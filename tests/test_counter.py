@@ -227,8 +227,13 @@ class TestWhereItRuns:
         assert threads and set(threads) == {"runlog-later"}
         assert completed(db_path)[0]["payload"]["output_tokens"] == 1
 
-    def test_sync_mode_counts_before_the_call_returns(self, db_path: Path) -> None:
-        """In sync mode the count is made on the caller's thread, through the pipe."""
+    @pytest.mark.parametrize("where", ["process", "inline"])
+    def test_sync_mode_counts_before_the_call_returns(
+        self, db_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """In sync mode the count is made on the caller's thread (through the pipe, or in
+        this process) and committed before the call returns."""
+        monkeypatch.setenv("RUNLOG_TOKENIZER", where)
         runlog.init(db=str(db_path), sync=True)
         with runlog.llm_call("gpt-4o-mini", messages=MESSAGES) as call:
             call.record(text="counted now")

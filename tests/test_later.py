@@ -143,14 +143,6 @@ class TestCountedOffThread:
         assert event["payload"]["input_tokens"] > 0
         assert set(counting_threads) == {"runlog-later"}
 
-    def test_sync_mode_commits_before_the_call_returns(self, db_path: Path) -> None:
-        """In sync mode every event is in the table when the code that logs it returns."""
-        runlog.init(db=str(db_path), sync=True)
-        with runlog.llm_call("gpt-4o-mini", messages=MESSAGES) as call:
-            call.record(text="counted now")
-        (event,) = completed(db_path)
-        assert event["payload"]["token_source"] == "tiktoken"
-
     def test_exit_waits_for_pending_counts(self, db_path: Path) -> None:
         """Calls counted in the background are written before process.exited, none lost."""
         python(
