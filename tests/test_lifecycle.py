@@ -171,6 +171,55 @@ class TestSigtermNeverHangs:
         assert [r["event_type"] for r in rows(db_path)] == ["process.started"]
 
 
+class TestSigtermAtStart:
+    """The run is hooked before its row exists, so a SIGTERM that lands the moment
+    ``process.started`` is visible (a supervisor stopping a worker it just saw start)
+    still ends the run with ``process.exited`` (it did not in 26 of 40 tries before)."""
+
+    def test_sigterm_as_soon_as_process_started_is_visible(self, tmp_path: Path) -> None:
+        for k in range(REPEAT):
+            db = tmp_path / f"run{k}.db"
+            proc = spawn("import time, runlog\nrunlog.init(role='w')\ntime.sleep(60)", db)
+            while not any(r["event_type"] == "process.started" for r in started_rows(db)):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == -signal.SIGTERM
+            assert [r["event_type"] for r in rows(db)] == ["process.started", "process.exited"]
+            assert exited(db)["signal"] == "SIGTERM"
+
+    def test_sigterm_anywhere_in_init_leaves_no_run_without_its_exit(self, tmp_path: Path) -> None:
+        """Signals spread over ``init()``: before the row (no run), during, after."""
+        code = "import sys, time, runlog\nprint('x', flush=True)\nsys.stdin.readline()\n"
+        code += "runlog.init(role='w')\ntime.sleep(60)"
+        for k in range(REPEAT):
+            db = tmp_path / f"run{k}.db"
+            proc = spawn(code, db)
+            assert read_line(proc) == "x"
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            time.sleep(k * 0.001)  # 0 to 19 ms into init(): where it lands varies, not the rule
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == -signal.SIGTERM
+            kinds = [r["event_type"] for r in started_rows(db)]
+            assert kinds in ([], ["process.started", "process.exited"]), kinds
+
+
+def started_rows(db: Path) -> list[dict[str, Any]]:
+    """The rows so far, read-only; none while the file or table does not exist yet."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # never creates the file
+    except sqlite3.OperationalError:
+        return []
+    try:
+        found = conn.execute("SELECT event_type FROM events ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # no table yet
+        return []
+    finally:
+        conn.close()
+    return [{"event_type": kind} for (kind,) in found]
+
+
 # --------------------------------------------------------------------------------------
 # 2. Events logged after runlog's exit hook are written, not queued to a stopped thread
 class TestEventsAtExit:

@@ -275,16 +275,22 @@ class Lifecycle:
         self.closer = _Closer()
         self.hooks_pending = True
         """True until the signal handlers are in place (they need the main thread)."""
-        self.end_run: Callable[[Runtime, dict[str, Any]], None] | None = None
-        """Set by :mod:`runlog._runs`: how the process's runtime is ended."""
+        self.end_run: Callable[[dict[str, Any]], None] | None = None
+        """Set by :mod:`runlog._runs`: how the process's runtime (if any) is ended."""
         self.runtime: Callable[[], Runtime | None] = lambda: None
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._process_hooks = False
         self._mp_watched = False
 
-    def adopt(self) -> None:
-        """A run has started: make sure every way the process can end is hooked."""
+    def prepare(self) -> None:
+        """A run is about to start: make sure every way the process can end is hooked.
+
+        Called before ``process.started`` is written, so there is no moment at which
+        the row exists and a SIGTERM would still kill by the default disposition,
+        leaving the run without its ``process.exited``.  A signal that lands before
+        the row exists ends nothing and still kills by the signal.
+        """
         if self.phase is not Phase.RUNNING:
             return  # started during the exit itself: written synchronously, nothing to hook
         if not self._process_hooks:
@@ -349,9 +355,8 @@ class Lifecycle:
             return
         _set_closing_thread()
         try:
-            runtime = self.runtime()
-            if runtime is not None and self.end_run is not None:
-                self.end_run(runtime, self.exit.fields())
+            if self.end_run is not None:
+                self.end_run(self.exit.fields())
         finally:
             self.phase = Phase.CLOSED
             self._closed.set()

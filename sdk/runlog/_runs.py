@@ -259,11 +259,11 @@ def _start_implicit() -> Run:
     with _state.lock:
         if runtime.run is None:
             _check_retry_pause()
+            _lifecycle.life.prepare()  # hooked before the row exists: no exit goes unlogged
             try:
                 runtime.start_run(parse_parent_run_id(_state.inherited), explicit=False)
             except (StoreBusy, StoreFault) as exc:
                 raise _start_failed(exc) from None
-            _lifecycle.life.adopt()
         assert runtime.run is not None
         return runtime.run
 
@@ -322,6 +322,7 @@ def init(
         if old is not None:
             # Events were logged before init(): end that implicit run cleanly.
             old.end({"reason": "superseded", "exit_code": None})
+        _lifecycle.life.prepare()  # hooked before the row exists: no exit goes unlogged
         try:
             run = runtime.start_run(parse_parent_run_id(_state.inherited), explicit=True)
         except (StoreBusy, StoreFault) as exc:
@@ -330,7 +331,6 @@ def init(
             ) from None
         _state.runtime = runtime
         _current.set(run)
-        _lifecycle.life.adopt()
         return run.run_id
 
 
@@ -361,9 +361,16 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return _spawn.under_current_span(result)  # TRACEPARENT, PARENT_SPAN_ID
 
 
-def _end_process_run(runtime: Runtime, exit_fields: dict[str, Any]) -> None:
-    """The lifecycle's last step: end the process's runtime with what it observed."""
-    runtime.end(exit_fields)
+def _end_process_run(exit_fields: dict[str, Any]) -> None:
+    """The lifecycle's last step: end the process's runtime with what it observed.
+
+    Under the start lock, so a signal that lands while ``process.started`` is being
+    written ends the run once it has begun, never half-way (and never misses it).
+    """
+    with _state.lock:
+        runtime = _state.runtime
+        if runtime is not None:
+            runtime.end(exit_fields)
 
 
 _lifecycle.life.end_run = _end_process_run
