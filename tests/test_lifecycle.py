@@ -205,6 +205,119 @@ class TestSigtermAtStart:
             assert kinds in ([], ["process.started", "process.exited"]), kinds
 
 
+SLEEPER = """
+import signal, sys, threading, time, runlog
+runlog.init(role="sleeper")
+{setup}
+def poke():
+    time.sleep(0.05)
+    # Lands on this thread: its C handler runs here, the main thread sleeps on.  The
+    # same state as a SIGTERM landing just before the main thread's sleep syscall.
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+print("ready", flush=True)
+threading.Thread(target=poke).start()
+{sleep}
+print("the sleep ended", flush=True)
+"""
+
+
+class TestSigtermNeverWaitsForTheMainThread:
+    """Python runs a handler when the main thread next runs bytecode; a SIGTERM that
+    lands where it cannot interrupt the main thread's sleep used to wait for the sleep
+    to end (the process ran on past it).  The closer wakes on the wakeup fd instead."""
+
+    @pytest.mark.parametrize(
+        ("setup", "sleep"),
+        [
+            ("", "time.sleep(600)"),
+            # An event loop holds the wakeup fd: its loop wakes the main thread instead.
+            (
+                "import asyncio\nasync def main():\n"
+                "    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, print)\n"
+                "    await asyncio.sleep(600)",
+                "asyncio.run(main())",
+            ),
+            # An event loop held it and put it back: runlog's is in place again.
+            (
+                "import asyncio\nasync def main():\n    loop = asyncio.get_running_loop()\n"
+                "    loop.add_signal_handler(signal.SIGUSR1, print)\n"
+                "    loop.remove_signal_handler(signal.SIGUSR1)\n"
+                "asyncio.run(main())",
+                "time.sleep(600)",
+            ),
+        ],
+        ids=["sleep", "inside-an-event-loop", "after-an-event-loop"],
+    )
+    def test_sigterm_on_another_thread_ends_a_sleeping_process_at_once(
+        self, tmp_path: Path, setup: str, sleep: str
+    ) -> None:
+        for k in range(REPEAT // 4):
+            db = tmp_path / f"run{k}.db"
+            proc = spawn(SLEEPER.format(setup=setup, sleep=sleep), db)
+            assert read_line(proc) == "ready"
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pytest.fail("SIGTERM waited for the main thread's sleep")
+            assert code == -signal.SIGTERM, proc.stderr.read() if proc.stderr else ""
+            assert proc.stdout is not None and proc.stdout.read() == ""
+            payload = exited(db)
+            assert (payload["reason"], payload["signal"]) == ("signal", "SIGTERM")
+
+    def test_wakeup_fd_is_the_applications_when_it_sets_one(self, db_path: Path) -> None:
+        """Code that sets a wakeup fd sees none set before it (Trio warns otherwise),
+        gets back its own, and an fd set before init() is left in place."""
+        code = """
+        import signal, socket, runlog
+        a, b = socket.socketpair(); a.setblocking(False)
+        runlog.init(role="w")
+        assert signal.set_wakeup_fd(a.fileno()) == -1
+        assert signal.set_wakeup_fd(-1) == a.fileno()
+        assert signal.set_wakeup_fd(-1) == -1  # runlog's is back, and still not reported
+        print("ok")
+        """
+        assert python(code, db_path).stdout == "ok\n"
+        before = """
+        import os, signal, socket, runlog
+        a, b = socket.socketpair(); a.setblocking(False)
+        signal.set_wakeup_fd(a.fileno())
+        runlog.init(role="w")
+        assert signal.set_wakeup_fd(-1) == a.fileno()
+        print("ok")
+        """
+        assert python(before, db_path).stdout == "ok\n"
+
+    def test_a_forked_childs_signal_never_ends_the_parents_run(self, db_path: Path) -> None:
+        """The child inherits the wakeup fd; its signals must not reach the parent's closer."""
+        code = """
+        import os, signal, time, runlog
+        runlog.init(role="parent")
+        for k in range(6):
+            pid = os.fork()
+            if pid == 0:
+                if k % 2:  # a child with a run of its own, and one without
+                    runlog.log_event("child.work")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+                os._exit(0)
+            assert os.waitpid(pid, 0)[1] == signal.SIGTERM
+        time.sleep(0.2)  # a closer woken by mistake would have ended this run by now
+        runlog.log_event("parent.after")
+        print("ok")
+        """
+        done = python(code, db_path)
+        assert (done.stdout, done.stderr) == ("ok\n", "")
+        parent = [r for r in rows(db_path) if r["parent_run_id"] is None]
+        assert [r["event_type"] for r in parent] == [
+            "process.started",
+            "parent.after",
+            "process.exited",
+        ]
+        assert parent[-1]["payload"]["reason"] == "normal"
+        children = [r for r in rows(db_path) if r["event_type"] == "process.exited"][:-1]
+        assert [c["payload"]["signal"] for c in children] == ["SIGTERM"] * 3
+
+
 def started_rows(db: Path) -> list[dict[str, Any]]:
     """The rows so far, read-only; none while the file or table does not exist yet."""
     try:

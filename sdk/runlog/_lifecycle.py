@@ -8,8 +8,9 @@ and propagation only.  The rules (README.md, "Lifecycle guarantees"):
 * **A signal handler does no I/O and takes no lock.**  It notes the signal, then either
   hands over to the handler the application installed (before or after ``init()``:
   ``signal.signal`` is wrapped so runlog stays in front) or, where the default
-  disposition was in place, restores that disposition and releases the *closer*, a
-  thread of runlog's parked on a lock only it waits for.  The closer ends the run
+  disposition was in place, restores that disposition and wakes the *closer*, a
+  thread of runlog's parked on a socket that is also the wakeup fd (so it wakes even
+  when the main thread cannot run the handler yet).  The closer ends the run
   (flush, ``process.exited``), bounded by ``lock_timeout``, then re-sends the signal,
   so the process dies by it and its parent sees that status.  The application keeps
   running for those milliseconds and its ``finally`` blocks do not run — as with the
@@ -29,9 +30,11 @@ and propagation only.  The rules (README.md, "Lifecycle guarantees"):
 from __future__ import annotations
 
 import builtins
+import contextlib
 import enum
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -161,16 +164,30 @@ class _TrackedQuitter:
 _WATCHED = (signal.SIGTERM, signal.SIGINT)
 _signal = signal.signal
 _getsignal = signal.getsignal
+_set_wakeup_fd = signal.set_wakeup_fd
 Handler = Callable[[int, "FrameType | None"], Any] | int | None
 
 
 class _Signals:
-    """runlog's handler in front of whatever the application sets for SIGTERM/SIGINT."""
+    """runlog's handler in front of whatever the application sets for SIGTERM/SIGINT.
+
+    Python runs a handler only when the main thread next executes bytecode, so a
+    signal that lands just before a blocking call (``time.sleep``'s syscall, or on
+    another thread) would wait for that call to end, where the default disposition
+    kills at once.  The C-level part of every Python handler writes the signal's
+    number to the *wakeup fd*; runlog claims it (when nobody else has) so the closer
+    thread wakes at once whatever the main thread is doing.  An application or event
+    loop that sets its own wakeup fd gets it (and is told none was set, so Trio does
+    not warn); runlog's comes back when they put theirs away.  Their loop wakes the
+    main thread on a signal anyway, and runlog's handler then wakes the closer itself.
+    """
 
     def __init__(self) -> None:
         self.chained: dict[int, Handler] = {}
         self.patched = False
         self.handler = self.handle  # one bound method, so identity checks hold
+        self.wakeup = -1
+        """The write end of the closer's socket while it is the wakeup fd (else -1)."""
 
     def install(self) -> bool:
         """Put runlog's handler in place (main thread only); True once it is."""
@@ -182,20 +199,36 @@ class _Signals:
                 continue
             self.chained[signum] = current
             _signal(signum, self.handler)
+        self._claim_wakeup()
         if not self.patched:
             self.patched = True
             signal.signal = self.signal
             signal.getsignal = self.getsignal
+            signal.set_wakeup_fd = self.set_wakeup_fd
         return True
+
+    def _claim_wakeup(self) -> None:
+        fd = life.closer.wakeup_fd()
+        if fd < 0 or self.wakeup == fd:
+            return
+        previous = _set_wakeup_fd(fd, warn_on_full_buffer=False)
+        if previous != -1:  # the application's own: leave it in place
+            _set_wakeup_fd(previous)
+            return
+        self.wakeup = fd
 
     def handle(self, signum: int, frame: FrameType | None) -> Any:
         life.exit.note_signal(signum)
         chained = self.chained.get(signum, signal.SIG_DFL)
         if callable(chained):
             return chained(signum, frame)  # the application's (or Python's SIGINT) handler
-        _signal(signum, signal.SIG_DFL)
+        _signal(signum, signal.SIG_DFL)  # first: a second signal, or the closer's, kills
         life.closer.release(signum)
         return None
+
+    def takes(self, signum: int) -> bool:
+        """Whether runlog ends the run for ``signum`` (its disposition is the default)."""
+        return signum in self.chained and not callable(self.chained[signum])
 
     def _ours(self, signum: object) -> bool:
         return (
@@ -223,45 +256,105 @@ class _Signals:
             return self.chained[signalnum]
         return _getsignal(signalnum)
 
+    def set_wakeup_fd(self, fd: int, /, *, warn_on_full_buffer: bool = True) -> int:
+        """``signal.set_wakeup_fd``: the caller's fd replaces runlog's, which returns
+        when the caller sets -1; runlog's own is never reported as set."""
+        previous = _set_wakeup_fd(fd, warn_on_full_buffer=warn_on_full_buffer)
+        if fd == -1 and self.wakeup != -1:
+            _set_wakeup_fd(self.wakeup, warn_on_full_buffer=False)
+        return -1 if previous == self.wakeup and previous != -1 else previous
+
+    def after_fork(self) -> None:
+        """The child's closer gets a new socket: never write to the parent's."""
+        if self.wakeup != -1:
+            self.wakeup = -1
+            with contextlib.suppress(ValueError):  # forked from a thread: not main here
+                _set_wakeup_fd(-1)
+
 
 # -- the closer thread -------------------------------------------------------------
+class CloserPhase(enum.Enum):
+    """The closer's life; only the closer thread moves it past ``PARKED``."""
+
+    IDLE = "idle"
+    """No closer thread (no run yet, or a forked child before its run)."""
+    PARKED = "parked"
+    """Waiting on its socket for a signal whose disposition is the default."""
+    CLOSING = "closing"
+    """Ending the run for a signal."""
+    DONE = "done"
+    """The run is ended; the signal is (being) re-sent to the main thread."""
+
+
 class _Closer:
-    """A parked thread that ends the run for a signal, then re-sends the signal."""
+    """A parked thread that ends the run for a signal, then re-sends the signal.
+
+    It wakes on a byte from its socket: the signal's number, written by Python's
+    C-level handler (the socket is the wakeup fd) or by runlog's handler.  It then
+    ends the run and sends the signal to the main thread, whose blocking call (if
+    any) is interrupted, so runlog's handler runs, restores the default disposition
+    and the process dies by the signal, as it would have without runlog.
+    """
 
     def __init__(self) -> None:
-        self._gate: threading.Lock | None = None
-        self._signum: int = signal.SIGTERM
+        self.phase = CloserPhase.IDLE
+        self._read: socket.socket | None = None
+        self._write: socket.socket | None = None
 
     def start(self) -> None:
-        if self._gate is not None:
+        if self.phase is not CloserPhase.IDLE:
             return
-        gate = threading.Lock()
-        gate.acquire()
+        read, write = socket.socketpair()
+        write.setblocking(False)
+        self._read, self._write = read, write
         thread = threading.Thread(
-            target=self._run, args=(gate,), name="runlog-lifecycle", daemon=True
+            target=self._run, args=(read,), name="runlog-lifecycle", daemon=True
         )
+        self.phase = CloserPhase.PARKED
         thread.start()
-        self._gate = gate
+
+    def wakeup_fd(self) -> int:
+        """The fd Python's C handler should write signal numbers to (-1: none)."""
+        return -1 if self._write is None else self._write.fileno()
 
     def release(self, signum: int) -> None:
-        """From the signal handler: wake the closer (a lock release: no I/O, no wait)."""
-        self._signum = signum
-        gate, self._gate = self._gate, None
-        if gate is None:  # nothing runs that could flush: die by the signal now
-            os.kill(os.getpid(), signum)
-            return
-        gate.release()
+        """From runlog's handler, the default disposition restored: end the run."""
+        phase, write = self.phase, self._write
+        if phase is CloserPhase.IDLE or phase is CloserPhase.DONE or write is None:
+            os.kill(os.getpid(), signum)  # nothing to flush, or flushed: die by it now
+        elif phase is CloserPhase.PARKED:
+            with contextlib.suppress(OSError):  # full: a byte is already waiting
+                write.send(bytes([signum]))  # non-blocking, in-process: never waits
 
-    def _run(self, gate: threading.Lock) -> None:
-        gate.acquire()
+    def _run(self, read: socket.socket) -> None:
+        while True:
+            try:
+                data = read.recv(64)
+            except OSError:  # pragma: no cover - the socket is never closed under it
+                return
+            if not data:
+                return
+            signum = next((n for n in data if life.signals.takes(n)), None)
+            if signum is not None:
+                break
+        self.phase = CloserPhase.CLOSING
         try:
+            life.exit.note_signal(signum)  # the main thread's handler may not have run
             life.close()
         except BaseException as exc:  # pragma: no cover - the signal must still be re-sent
             report_internal_error("ending the run for a signal", exc, reraise=False)
-        os.kill(os.getpid(), self._signum)
+        self.phase = CloserPhase.DONE
+        # To the main thread: it interrupts a blocking call, so the handler runs (and
+        # kills) even when the signal first landed where it could not.
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)
 
     def after_fork(self) -> None:
-        self._gate = None  # the parent's thread does not exist here
+        """The parent's thread does not exist here, and its socket is the parent's."""
+        self.phase = CloserPhase.IDLE
+        for sock in (self._read, self._write):
+            if sock is not None:
+                sock.close()
+        self._read = self._write = None
 
 
 # -- the lifecycle -------------------------------------------------------------------
@@ -367,6 +460,7 @@ class Lifecycle:
         self.exit = ExitRecord()
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self.signals.after_fork()  # first: no signal may write to a socket closed next
         self.closer.after_fork()
         self.hooks_pending = True
         self._mp_watched = False
