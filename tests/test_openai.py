@@ -32,6 +32,7 @@ import runlog
 from runlog.testing import Capture, capture
 from runlog_openai import _patch, _streams
 from runlog_openai.standin import Behaviour, StandInServer, behaviour_headers
+from runlog_providers._streams import BATCH
 
 from openai_api import Api
 from support import collect_garbage, python, rows
@@ -695,6 +696,24 @@ class TestStreamLifecycle:
         assert logged["output_tokens"] == tokens(text)
         assert logged["token_source"] == "tiktoken"
         assert "time_to_first_token_ms" in logged
+
+    @pytest.mark.parametrize("name", STREAMS)
+    async def test_long_stream_closed_part_way_counts_every_item_received(
+        self, api: Api, server: StandInServer, events: Capture, name: str
+    ) -> None:
+        """Items after the first token are read in batches: a stream of several batches
+        closed between two of them counts exactly the text its reader received."""
+        reply = " ".join(f"w{i}" for i in range(3 * BATCH))
+        server.configure(chunks=3 * BATCH, reply=reply, usage=False)
+        call = STREAMS[name]
+        stream = await api.get(method(api, call)(**call.kwargs))
+        text = await read_until_text(api, stream)
+        for _ in range(BATCH + BATCH // 2):
+            text += text_of(await api.next(stream))
+        await api.get(stream.close())
+        logged = the_call(events)
+        assert (logged["stream_end"], logged["output_tokens"]) == ("closed", tokens(text))
+        assert 0 < len(text) < len(reply)
 
     @pytest.mark.parametrize("name", STREAMS)
     async def test_with_block_exit_logs(self, api: Api, events: Capture, name: str) -> None:

@@ -10,8 +10,9 @@ whatever the provider, entry point, client flavour or response variant:
    once; a stream is instrumented in place.
 2. :meth:`~Tracker.returned` — what ``request()`` returned: the request id, and raw
    responses, whose body is read later (their HTTP response gets closing tracked).
-3. :meth:`~Tracker.take` — each streamed item; :meth:`~Tracker.end` when the stream
-   ends, is closed or is abandoned.
+3. :meth:`~Tracker.take` — each streamed item up to the first token, then batches of
+   them (:meth:`~Tracker.catch_up`); :meth:`~Tracker.end` when the stream ends, is
+   closed or is abandoned.
 4. :meth:`~Tracker.failed` — the exception the request or the stream raised.
 
 Where the call is lies in one :class:`Phase`; the call ends exactly once, whichever
@@ -55,6 +56,7 @@ class Tracker:
         "endpoint",
         "finalizers",
         "hide",
+        "pending",
         "phase",
         "provider",
         "reply",
@@ -82,6 +84,8 @@ class Tracker:
         """Streamed items to hide from the caller (those a changed request added)."""
         self.reply = Reply(keep_text=capture)
         self.phase = Phase.SENT
+        self.pending: list[Any] | None = None
+        """Streamed items not read yet: a list once the first token has arrived."""
         self.request_id: str | None = None
         self.context: contextvars.Context | None = None
         self.finalizers: list[weakref.finalize[Any, Any]] = []
@@ -189,18 +193,42 @@ class Tracker:
 
     # -- streams -------------------------------------------------------------------
     def take(self, item: Any) -> bool:
-        """Read one streamed item; False to hide it (an item our request change added)."""
+        """Read one streamed item now; False to hide it (an item our request change added).
+
+        From the first token on, the stream keeps items in :attr:`pending` instead,
+        read by :meth:`catch_up` (the time of that first token is all that needs an
+        item read as it arrives).
+        """
         try:
             reply = self.reply
             if self.endpoint.item(reply, item) and not reply.started:
                 reply.started = True
                 self.call.first_token()
-            hide = self.hide
-            if hide is not None and hide(item):
-                return False
+                self.pending = []
         except Exception as exc:
             self.report("reading a streamed item", exc)
-        return True
+        return self.hide is None or self.shown(item)
+
+    def shown(self, item: Any) -> bool:
+        """Whether the caller sees ``item`` (not one our request change added)."""
+        try:
+            return not (self.hide is not None and self.hide(item))
+        except Exception as exc:
+            self.report("reading a streamed item", exc)
+            return True
+
+    def catch_up(self) -> None:
+        """Read the items kept in :attr:`pending`, in order."""
+        pending = self.pending
+        if not pending:
+            return
+        try:
+            reply, item = self.reply, self.endpoint.item
+            for each in pending:
+                item(reply, each)
+        except Exception as exc:
+            self.report("reading a streamed item", exc)
+        pending.clear()
 
     def closing(self, response: Any) -> None:
         """The HTTP response is being closed: the call ends, unless the stream ends it."""
@@ -234,6 +262,7 @@ class Tracker:
         self.phase = Phase.ENDED
         try:
             self._detach()
+            self.catch_up()
             self._record()
             fields: dict[str, Any] = {}
             if self.stream and how is not None:
