@@ -189,6 +189,43 @@ class TestSameCounts:
         remote.count_messages([{"role": "user", "content": str(i)} for i in range(20)])
         assert len(asked) == 1 and len(asked[0]["texts"]) == 40
 
+    def test_a_call_is_one_request_and_its_prompt_is_sent_once(
+        self, db_path: Path, local: _tokens.Tokenizer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Input and output of a call go in one request; recurring input texts (the
+        same system prompt, history) are counted once, within a bound."""
+        runlog.init(db=str(db_path))
+        _tokens.forget_tokenizers()  # a fresh tokenizer: nothing kept from other tests
+        asked: list[list[str]] = []
+        real = _counter.helper.ask
+
+        def spy(request: Any) -> Any:
+            if request.get("op") == "count":
+                asked.append(request["texts"])
+            return real(request)
+
+        monkeypatch.setattr(_counter.helper, "ask", spy)
+        monkeypatch.setattr(_counter, "KEEP_TEXTS", 2)
+        history = [{"role": "system", "content": "Be brief."}]
+        replies = ["One.", "Two, then.", "Three it is."]
+        for reply in replies:
+            with runlog.llm_call("gpt-4o-mini", messages=history) as call:
+                call.record(text=reply)
+            history = [*history, {"role": "assistant", "content": reply}]
+        assert runlog.flush()
+        assert asked == [
+            ["system", "Be brief.", "One."],
+            ["assistant", "One.", "Two, then."],  # the first message's texts are known
+            ["system", "Be brief.", "Two, then.", "Three it is."],  # 2 kept: the newest
+        ]
+        payloads = [e["payload"] for e in completed(db_path)]
+        inputs, history = [], [{"role": "system", "content": "Be brief."}]
+        for reply in replies:
+            inputs.append(local.count_messages(history))
+            history = [*history, {"role": "assistant", "content": reply}]
+        assert [p["input_tokens"] for p in payloads] == inputs
+        assert [p["output_tokens"] for p in payloads] == [local.count_text(r) for r in replies]
+
     def test_llm_call_event(self, db_path: Path) -> None:
         """Through llm_call: the event's counts are in-process tiktoken's."""
         runlog.init(db=str(db_path))
@@ -608,14 +645,14 @@ class TestFailures:
 
     def test_restarts_are_bounded(self, db_path: Path, tmp_path: Path) -> None:
         """A helper that keeps dying is replaced MAX_STARTS - 1 times, then counts are
-        unavailable (one more warning) and no more helpers start.  Each call after a
-        death loses its input count (the helper died under it) and counts its output
-        with the next helper, which dies in turn."""
+        unavailable (one more warning) and no more helpers start.  A call's input and
+        output are one request: the call after a death has no answer (the helper died
+        under it), the next one starts a helper, which is killed in turn."""
         out = child(
             """
             runlog.init()
             pids = []
-            for _ in range(_counter.MAX_STARTS + 2):
+            for _ in range(2 * _counter.MAX_STARTS + 1):
                 count_one()
                 if _counter.helper.pid is not None:
                     pids.append(_counter.helper.pid)
@@ -627,7 +664,7 @@ class TestFailures:
         )
         assert len(set(out["pids"])) == _counter.MAX_STARTS and out["phase"] == "failed"
         sources = [e["payload"]["token_source"] for e in completed(db_path)]
-        assert sources == ["tiktoken"] + ["unavailable"] * (_counter.MAX_STARTS + 1)
+        assert sources == ["tiktoken", "unavailable"] * _counter.MAX_STARTS + ["unavailable"]
         assert len(out["warnings"]) == _counter.MAX_STARTS
         assert "exited 3 times" in out["warnings"][-1]
 

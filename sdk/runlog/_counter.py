@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import _tokens
@@ -73,6 +73,10 @@ ANSWER_MARGIN = 10.0
 download): importing tiktoken, loading the fallback encoding, counting a long text."""
 MAX_STARTS = 3
 """Helpers a process starts at most; past that, counts are unavailable."""
+KEEP_TEXTS = 1024
+"""Recurring texts whose counts are kept (oldest forgotten first) ..."""
+KEEP_CHARS = 8192
+"""... if they are no longer than this: at most about 8 MB."""
 _STOP_WAIT = 1.0
 """Seconds to wait for a helper to exit once told to (then it is killed)."""
 _NOT_OURS = ("PARENT_RUN_ID", "TRACEPARENT", "PARENT_SPAN_ID")
@@ -103,10 +107,36 @@ class RemoteTokenizer:
     """
 
     encoding_name: str
+    _known: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """Counts of recurring texts (prompts, history), so a call asks only for the rest."""
 
     def count_text(self, text: str) -> int | None:
         counts = self._count([text])
         return None if counts is None else counts[0]
+
+    def count_texts(self, texts: list[str], *, recurring: int = 0) -> list[int] | None:
+        """Tokens of each of ``texts`` in one request, but for recurring texts counted
+        before (a call's system prompt and history usually were: one round trip a
+        call, for its reply, is what is left)."""
+        known = self._known
+        kept = [known.get(text) if i < recurring else None for i, text in enumerate(texts)]
+        counts = self._count([text for text, n in zip(texts, kept, strict=True) if n is None])
+        if counts is None:
+            return None
+        fresh = iter(counts)
+        out = []
+        for i, (text, n) in enumerate(zip(texts, kept, strict=True)):
+            if n is not None:
+                out.append(n)
+                continue
+            n = next(fresh)
+            if i < recurring and len(text) <= KEEP_CHARS:
+                if len(known) >= KEEP_TEXTS:
+                    with contextlib.suppress(RuntimeError, StopIteration):  # another thread's
+                        known.pop(next(iter(known)), None)  # the oldest
+                known[text] = n
+            out.append(n)
+        return out
 
     def count_messages(self, messages: Iterable[Mapping[str, Any]]) -> int | None:
         fixed, texts = _tokens.message_parts(messages)

@@ -39,6 +39,8 @@ count before the encoding is loaded, are counted in the background."""
 _BREAKDOWN = ("cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens")
 """Token numbers beside input/output, logged as the provider reports them (see ``record``)."""
 _NAMES = EventNames(None, "llm_call.completed", "llm_call.failed", duration_key="latency_ms")
+_Count = tuple[int | None, str | None]
+"""A token number and where it came from: ``usage``, ``tiktoken``, ``unavailable``."""
 _OWN = frozenset(
     {
         "model_name",
@@ -247,32 +249,44 @@ class LLMCall:
     # -- tokens ------------------------------------------------------------------------
     def _input_count(self) -> tuple[int | None, str | None]:
         """The input tokens and where they came from (None: not needed or not countable)."""
-        if self._input_tokens is not None:
-            return self._input_tokens, "usage"
-        if self._messages is None and self._prompt is None:
-            return None, None
-        tokenizer = _tokens.tokenizer_for(self.model)
-        if tokenizer is None:
-            return None, "unavailable"
-        if self._messages is not None:
-            count = tokenizer.count_messages(self._messages)
-        else:
-            count = tokenizer.count_prompt(self._prompt)
-        return (None, "unavailable") if count is None else (count, "tiktoken")
+        return self._counts(outputs=False)[0]
 
-    def _output_count(self) -> tuple[int | None, str | None]:
-        if self._output_tokens is not None:
-            return self._output_tokens, "usage"
-        if self._text is None:
-            return None, None
+    def _counts(self, *, outputs: bool) -> tuple[_Count, _Count]:
+        """Input and output tokens with their sources, counting what usage lacks in one
+        go (with the helper process: one round trip for both)."""
+        inputs: _Count = (self._input_tokens, "usage")
+        if self._input_tokens is None:
+            inputs = (None, None)
+        output: _Count = (self._output_tokens, "usage")
+        if self._output_tokens is None or not outputs:
+            output = (None, None)
+        count_in = self._input_tokens is None and (
+            self._messages is not None or self._prompt is not None
+        )
+        count_out = outputs and self._output_tokens is None and self._text is not None
+        if not (count_in or count_out):
+            return inputs, output
+        unavailable: _Count = (None, "unavailable")
         tokenizer = _tokens.tokenizer_for(self.model)
-        if tokenizer is None:
-            return None, "unavailable"
-        count = tokenizer.count_text("".join(self._text))
-        return (None, "unavailable") if count is None else (count, "tiktoken")
+        fixed, texts = 0, list[str]()
+        if count_in and self._messages is not None:
+            fixed, texts = _tokens.message_parts(self._messages)
+        elif count_in:
+            fixed, texts = _tokens.prompt_parts(self._prompt)
+        recurring = len(texts)
+        if count_out and self._text is not None:
+            texts.append("".join(self._text))
+        counts = None if tokenizer is None else tokenizer.count_texts(texts, recurring=recurring)
+        if count_in:
+            inputs = (
+                unavailable if counts is None else (fixed + sum(counts[:recurring]), "tiktoken")
+            )
+        if count_out:
+            output = unavailable if counts is None else (counts[recurring], "tiktoken")
+        return inputs, output
 
     def _token_fields(self) -> dict[str, Any]:
-        (inp, in_src), (out, out_src) = self._input_count(), self._output_count()
+        (inp, in_src), (out, out_src) = self._counts(outputs=True)
         sources = {in_src, out_src} - {None}
         fields: dict[str, Any] = {"input_tokens": inp, "output_tokens": out}
         if "unavailable" in sources:

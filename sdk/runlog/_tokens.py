@@ -84,6 +84,11 @@ class TokenCounter(Protocol):
 
     def count_prompt(self, prompt: Prompt) -> int | None: ...
 
+    def count_texts(self, texts: list[str], *, recurring: int = 0) -> list[int] | None:
+        """Tokens of each of ``texts``, at once; the first ``recurring`` recur across
+        calls (prompts, a conversation's history), so a count of them may be kept."""
+        ...
+
 
 @dataclass(frozen=True)
 class Tokenizer:
@@ -106,6 +111,10 @@ class Tokenizer:
         """Tokens of a completions-API prompt: text, texts, or lists of token ids."""
         fixed, texts = prompt_parts(prompt)
         return fixed + sum(self.count_text(text) for text in texts)
+
+    def count_texts(self, texts: list[str], *, recurring: int = 0) -> list[int]:
+        """Tokens of each of ``texts`` (counting here is quick: nothing is kept)."""
+        return [self.count_text(text) for text in texts]
 
 
 def message_parts(messages: Iterable[Mapping[str, Any]]) -> tuple[int, list[str]]:
