@@ -112,14 +112,13 @@ def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
 
     Items are read one by one until the first token (its time is the call's
     ``time_to_first_token_ms``), then kept and read :data:`BATCH` at a time, and at
-    the end.  Between two items the client parses for tens of microseconds, which
-    leaves runlog's code and data out of the CPU's caches: reading one item cold
-    costs about three times reading it in a batch.
+    the end (:meth:`Tracker.seen`).  Between two items the client parses for tens of
+    microseconds, which leaves runlog's code and data out of the CPU's caches: reading
+    one item cold costs about three times reading it in a batch.
 
     A stream that is garbage-collected half-way is left to the finalizers (see above).
     """
     streaming, reading = Phase.STREAMING, Phase.READING  # locals: the per-item path
-    pending = tracker.pending
     while True:
         if tracker.phase is streaming:  # the stream closes its response at its end
             tracker.phase = reading
@@ -133,22 +132,13 @@ def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
             raise
         if tracker.phase is reading:
             tracker.phase = streaming
-        if pending is None:
-            shown = tracker.take(item)
-            pending = tracker.pending
-        else:
-            pending.append(item)
-            if len(pending) == BATCH:
-                tracker.catch_up()
-            shown = tracker.hide is None or tracker.shown(item)
-        if shown:
+        if tracker.seen(item):
             yield item
 
 
 async def _observe_async(source: AsyncIterator[Any], tracker: Tracker) -> AsyncIterator[Any]:
     """The ``async`` twin of :func:`_observe`; only the ``await`` differs."""
     streaming, reading = Phase.STREAMING, Phase.READING
-    pending = tracker.pending
     while True:
         if tracker.phase is streaming:
             tracker.phase = reading
@@ -162,15 +152,7 @@ async def _observe_async(source: AsyncIterator[Any], tracker: Tracker) -> AsyncI
             raise
         if tracker.phase is reading:
             tracker.phase = streaming
-        if pending is None:
-            shown = tracker.take(item)
-            pending = tracker.pending
-        else:
-            pending.append(item)
-            if len(pending) == BATCH:
-                tracker.catch_up()
-            shown = tracker.hide is None or tracker.shown(item)
-        if shown:
+        if tracker.seen(item):
             yield item
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ._phase import Phase
 from ._reply import Reply, get
 from ._report import report
-from ._streams import instrument, track
+from ._streams import BATCH, instrument, track
 
 if TYPE_CHECKING:
     from runlog import LLMCall
@@ -207,6 +207,17 @@ class Tracker:
                 self.pending = []
         except Exception as exc:
             self.report("reading a streamed item", exc)
+        return self.hide is None or self.shown(item)
+
+    def seen(self, item: Any) -> bool:
+        """One streamed item went by: read it now (:meth:`take`) before the first token,
+        else keep it for the next batch; whether the caller sees it."""
+        pending = self.pending
+        if pending is None:
+            return self.take(item)
+        pending.append(item)
+        if len(pending) == BATCH:
+            self.catch_up()
         return self.hide is None or self.shown(item)
 
     def shown(self, item: Any) -> bool:
