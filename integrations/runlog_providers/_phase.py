@@ -4,7 +4,7 @@
 
     SENT --parsed model--> PARSED --request() returns--> ENDED
     SENT --request() returns a raw response--> RAW --parse()--> PARSED / STREAMING
-    SENT --parsed stream--> STREAMING <--> READING (inside the stream's next())
+    SENT --parsed stream--> STREAMING --end of the stream--> ENDED
     RAW, STREAMING --response collected--> DOOMED --reaper--> ENDED
     any --end / fail / close--> ENDED (exactly once)
 """
@@ -25,8 +25,6 @@ class Phase(enum.Enum):
     """A complete reply was read; the call ends when ``request()`` returns."""
     STREAMING = "streaming"
     """A stream was instrumented: its end, close or collection ends the call."""
-    READING = "reading"
-    """Inside the stream's own ``next()``, which closes the response at the end itself."""
     DOOMED = "doomed"
     """The response was garbage-collected: the reaper ends the call."""
     ENDED = "ended"

@@ -32,9 +32,10 @@ it in the context the request was made in.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import functools
 import gc
+import itertools
 import os
 import threading
 import weakref
@@ -44,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from ._phase import Phase
 from ._report import report
 
 if TYPE_CHECKING:
@@ -91,16 +91,23 @@ def _watch(obj: Any, tracker: Tracker) -> None:
 
 def instrument(stream: Any, tracker: Tracker) -> None:
     """Observe ``stream`` in place (see the module docstring)."""
-    stream.response = track(stream.response, tracker)
-    with contextlib.suppress(TypeError):  # no weak references to it: its response will do
+    response = stream.response
+    try:  # the stream is enough: it goes with (or before) its response
         _watch(stream, tracker)
+    except TypeError:  # no weak references to it: its response will do
+        stream.response = track(response, tracker)
+    else:
+        if not isinstance(response, TrackedResponse):  # a raw response's is tracked already
+            stream.response = TrackedResponse(response, tracker)
     source = getattr(stream, "_iterator", None)
     if source is None:  # not a Stream as we know it: the call ends at close or collection
         return
     if hasattr(source, "__anext__"):
-        stream._iterator = _observe_async(source, tracker)
+        observer: Any = _observe_async(source, tracker)
     else:
-        stream._iterator = _observe(source, tracker)
+        observer = _observe(source, tracker)
+    tracker.observer = weakref.ref(observer)
+    stream._iterator = observer
 
 
 BATCH = 64
@@ -112,48 +119,78 @@ def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
 
     Items are read one by one until the first token (its time is the call's
     ``time_to_first_token_ms``), then kept and read :data:`BATCH` at a time, and at
-    the end (:meth:`Tracker.seen`).  Between two items the client parses for tens of
-    microseconds, which leaves runlog's code and data out of the CPU's caches: reading
-    one item cold costs about three times reading it in a batch.
+    the end.  Between two items the client parses for tens of microseconds, which
+    leaves runlog's code and data out of the CPU's caches: any Python code of ours per
+    item costs about three times what it costs warm.  So after the first token no code
+    of ours runs per item: C iterators keep each item as it passes
+    (``filterfalse(pending.append, ...)``: ``append`` returns ``None``, so every item
+    goes on) and ``yield from`` hands it on, a batch at a time.
 
-    A stream that is garbage-collected half-way is left to the finalizers (see above).
+    The stream closes its response itself at its end, inside ``next()``; that close
+    is told apart from the user's by this generator running (see
+    :meth:`Tracker.closing`).  A stream that is garbage-collected half-way is left to
+    the finalizers (see above).
     """
-    streaming, reading = Phase.STREAMING, Phase.READING  # locals: the per-item path
-    while True:
-        if tracker.phase is streaming:  # the stream closes its response at its end
-            tracker.phase = reading
-        try:
-            item = next(source)
-        except StopIteration:
+    try:
+        for item in source:  # one by one up to the first token
+            shown = tracker.take(item)
+            if shown:
+                yield item
+            if tracker.pending is not None:
+                break
+        else:
             tracker.end("done")
             return
-        except BaseException as exc:
-            tracker.failed(exc)
-            raise
-        if tracker.phase is reading:
-            tracker.phase = streaming
-        if tracker.seen(item):
-            yield item
+        if tracker.hide is not None:  # a changed request: each item is looked at
+            for item in source:
+                if tracker.seen(item):
+                    yield item
+        else:
+            ended: list[bool] = []
+            tail = itertools.chain(source, iter(functools.partial(ended.append, True), None))
+            kept = itertools.filterfalse(tracker.pending.append, tail)
+            while not ended:
+                yield from itertools.islice(kept, BATCH)
+                tracker.catch_up()
+    except GeneratorExit:  # closed half-way: the close or the collection ends the call
+        raise
+    except BaseException as exc:
+        tracker.failed(exc)
+        raise
+    tracker.end("done")
 
 
 async def _observe_async(source: AsyncIterator[Any], tracker: Tracker) -> AsyncIterator[Any]:
-    """The ``async`` twin of :func:`_observe`; only the ``await`` differs."""
-    streaming, reading = Phase.STREAMING, Phase.READING
-    while True:
-        if tracker.phase is streaming:
-            tracker.phase = reading
-        try:
-            item = await source.__anext__()
-        except StopAsyncIteration:
+    """The ``async`` twin of :func:`_observe`.  An async generator cannot delegate to
+    C iterators, so each item after the first token costs an append here."""
+    try:
+        async for item in source:
+            shown = tracker.take(item)
+            if shown:
+                yield item
+            if tracker.pending is not None:
+                break
+        else:
             tracker.end("done")
             return
-        except BaseException as exc:
-            tracker.failed(exc)
-            raise
-        if tracker.phase is reading:
-            tracker.phase = streaming
-        if tracker.seen(item):
-            yield item
+        if tracker.hide is not None:
+            async for item in source:
+                if tracker.seen(item):
+                    yield item
+        else:
+            pending = tracker.pending
+            append = pending.append
+            async for item in source:
+                append(item)
+                if len(pending) >= BATCH:
+                    tracker.catch_up()
+                yield item
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        tracker.failed(exc)
+        raise
+    tracker.end("done")
 
 
 class _Reaper:

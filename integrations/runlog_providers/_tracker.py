@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 
 _UNPARSED = frozenset({Phase.SENT, Phase.RAW})
-_QUIET = frozenset({Phase.READING, Phase.DOOMED, Phase.ENDED})
+_QUIET = frozenset({Phase.DOOMED, Phase.ENDED})
 """Phases in which closing the response does not end the call."""
 
 
@@ -56,6 +56,7 @@ class Tracker:
         "endpoint",
         "finalizers",
         "hide",
+        "observer",
         "pending",
         "phase",
         "provider",
@@ -89,7 +90,9 @@ class Tracker:
         self.request_id: str | None = None
         self.context: contextvars.Context | None = None
         self.finalizers: list[weakref.finalize[Any, Any]] = []
-        """Of the stream and its response: whichever is collected first ends the call."""
+        """Of the stream (or a raw response): its collection ends the call."""
+        self.observer: weakref.ref[Any] | None = None
+        """The generator the stream draws its items from (weak: it holds the stream)."""
 
     def report(self, context: str, exc: BaseException, *, reraise: bool = True) -> None:
         """Report a fault of ours, naming the provider."""
@@ -242,9 +245,14 @@ class Tracker:
         pending.clear()
 
     def closing(self, response: Any) -> None:
-        """The HTTP response is being closed: the call ends, unless the stream ends it."""
+        """The HTTP response is being closed: the call ends, unless the stream ends it.
+
+        A stream closes its response itself when it ends, inside its ``next()``: while
+        our observer is running (``gi_running`` / ``ag_running``: it is on the stack,
+        not suspended at a ``yield``), so the stream's end is left to the observer.
+        """
         phase = self.phase
-        if phase in _QUIET:
+        if phase in _QUIET or self._iterating():
             return
         try:
             if not self.stream and phase is Phase.RAW:  # a raw body read without parse()
@@ -300,6 +308,14 @@ class Tracker:
             response_model=reply.response_model,
             request_id=self.request_id,
         )
+
+    def _iterating(self) -> bool:
+        """Whether the close comes from inside the stream's own ``next()``."""
+        observer = None if self.observer is None else self.observer()
+        if observer is None:
+            return False
+        running = getattr(observer, "gi_running", None)  # a generator's, or an async one's:
+        return bool(getattr(observer, "ag_running", False) if running is None else running)
 
     def _detach(self) -> None:
         for finalizer in self.finalizers:
