@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from runlog_providers import Body, Endpoint, Reply, get, items
+from runlog_providers import Body, Endpoint, Reply, each, get, items
 
 _TEXTS = ("text", "thinking")
 
@@ -124,7 +124,7 @@ def _item(reply: Reply, event: Any) -> bool:
     return False
 
 
-MESSAGES = Endpoint("chat", _inputs, _content, _result, _item)
+MESSAGES = Endpoint("chat", _inputs, _content, _result, each(_item))
 
 ENDPOINTS: dict[str, Endpoint] = {
     "/v1/messages": MESSAGES,

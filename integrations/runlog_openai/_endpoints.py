@@ -9,10 +9,10 @@ is missing), and how to read a complete reply or one streamed item into a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runlog_providers import Body, Endpoint, Reply
+from runlog_providers import Body, Endpoint, Reply, each
 from runlog_providers import get as _get
 from runlog_providers import items as _items
 
@@ -70,28 +70,35 @@ def _chat_result(reply: Reply, obj: Any) -> bool:
     return choices is not None
 
 
-def _chat_item(reply: Reply, chunk: Any) -> bool:
-    # Runs for every chunk: fields a chunk lacks (most of them, most of the time) cost a
-    # getattr and no call.
-    content = False
-    for choice in getattr(chunk, "choices", None) or ():
-        delta = getattr(choice, "delta", None)
-        if delta is not None:
-            text = getattr(delta, "content", None)
-            if text is not None:
-                content = reply.add(text) or content
-            refusal = getattr(delta, "refusal", None)
-            if refusal is not None:
-                content = reply.add(refusal) or content
-            for call in getattr(delta, "tool_calls", None) or ():
-                function = getattr(call, "function", None)
-                content = reply.add(getattr(function, "name", None)) or content
-                content = reply.add(getattr(function, "arguments", None)) or content
-        reason = getattr(choice, "finish_reason", None)
-        if reason is not None:
-            reply.finish(reason)
-    _chunk_usage_and_model(reply, chunk)
-    return content
+def _chat_items(reply: Reply, chunks: Sequence[Any]) -> bool:
+    """Read chat chunks; whether one carried content.
+
+    Runs over every chunk of every stream, a batch at a time: one loop with the
+    reply's fields in locals, and fields a chunk lacks (most of them, most of the time)
+    cost a ``getattr`` and no call.
+    """
+    texts = reply.text
+    before = len(texts)
+    add = texts.append
+    for chunk in chunks:
+        for choice in getattr(chunk, "choices", None) or ():
+            delta = getattr(choice, "delta", None)
+            if delta is not None:
+                text = getattr(delta, "content", None)
+                if type(text) is str and text:
+                    add(text)
+                refusal = getattr(delta, "refusal", None)
+                if refusal is not None:
+                    reply.add(refusal)
+                for call in getattr(delta, "tool_calls", None) or ():
+                    function = getattr(call, "function", None)
+                    reply.add(getattr(function, "name", None))
+                    reply.add(getattr(function, "arguments", None))
+            reason = getattr(choice, "finish_reason", None)
+            if reason is not None:
+                reply.finish(reason)
+        _chunk_usage_and_model(reply, chunk)
+    return len(texts) > before
 
 
 def _chunk_usage_and_model(reply: Reply, chunk: Any) -> None:
@@ -121,7 +128,7 @@ def _completions_result(reply: Reply, obj: Any) -> bool:
     return choices is not None
 
 
-def _completions_item(reply: Reply, chunk: Any) -> bool:
+def _completion_item(reply: Reply, chunk: Any) -> bool:
     content = False
     for choice in getattr(chunk, "choices", None) or ():
         content = reply.add(getattr(choice, "text", None)) or content
@@ -145,7 +152,7 @@ def _embeddings_result(reply: Reply, obj: Any) -> bool:
     return True
 
 
-def _no_items(reply: Reply, item: Any) -> bool:
+def _no_items(reply: Reply, items: Sequence[Any]) -> bool:
     return False
 
 
@@ -229,7 +236,7 @@ CHAT = Endpoint(
     _chat_inputs,
     lambda body: body.get("messages"),
     _chat_result,
-    _chat_item,
+    _chat_items,
     usage_option=True,
 )
 COMPLETIONS = Endpoint(
@@ -237,7 +244,7 @@ COMPLETIONS = Endpoint(
     _completions_inputs,
     lambda body: body.get("prompt"),
     _completions_result,
-    _completions_item,
+    each(_completion_item),
     usage_option=True,
 )
 EMBEDDINGS = Endpoint(
@@ -253,7 +260,7 @@ RESPONSES = Endpoint(
     _responses_inputs,
     _responses_content,
     _responses_result,
-    _responses_item,
+    each(_responses_item),
 )
 
 ENDPOINTS: dict[str, Endpoint] = {

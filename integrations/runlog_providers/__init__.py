@@ -20,7 +20,7 @@ no client library itself, so importing it costs nothing until a provider install
 from __future__ import annotations
 
 from ._patch import Integration
-from ._provider import Body, Endpoint, Provider, Settings
+from ._provider import Body, Endpoint, Provider, Settings, each
 from ._reply import COUNTS, Reply, count, get, items
 from ._streams import settle
 
@@ -33,6 +33,7 @@ __all__ = [
     "Reply",
     "Settings",
     "count",
+    "each",
     "get",
     "items",
     "settle",

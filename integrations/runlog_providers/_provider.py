@@ -8,7 +8,7 @@ does everything else: the request patch, the call's lifecycle, the stream observ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +40,27 @@ class Endpoint:
     result: Callable[[Reply, Any], bool]
     """Read a complete reply (usage, model, finish reason, text); False if it has not
     the endpoint's shape (then its output is unknown rather than empty)."""
-    item: Callable[[Reply, Any], bool]
-    """Read one streamed item; True if it carried generated content (a first token)."""
+    items: Callable[[Reply, Sequence[Any]], bool]
+    """Read streamed items, in order; True if one carried generated content (a first
+    token).  Called with one item up to the first token, then with batches: an endpoint
+    whose streams are long (chat) reads a batch in one loop; :func:`each` makes a
+    reader of one item into one of many."""
     has_output: bool = True
     """False for embeddings, whose output is vectors, never tokens."""
     usage_option: bool = False
     """Streams accept ``stream_options={"include_usage": True}`` (OpenAI)."""
+
+
+def each(item: Callable[[Reply, Any], bool]) -> Callable[[Reply, Sequence[Any]], bool]:
+    """A reader of many streamed items from a reader of one."""
+
+    def items(reply: Reply, batch: Sequence[Any]) -> bool:
+        content = False
+        for one in batch:
+            content = item(reply, one) or content
+        return content
+
+    return items
 
 
 Prepare = Callable[[Any, Body, Endpoint, Settings], "Callable[[Any], bool] | None"]
@@ -79,4 +94,4 @@ class Provider:
         return endpoint
 
 
-__all__ = ["Body", "Endpoint", "Prepare", "Provider", "Settings"]
+__all__ = ["Body", "Endpoint", "Prepare", "Provider", "Settings", "each"]

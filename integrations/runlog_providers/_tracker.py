@@ -204,7 +204,7 @@ class Tracker:
         """
         try:
             reply = self.reply
-            if self.endpoint.item(reply, item) and not reply.started:
+            if self.endpoint.items(reply, (item,)) and not reply.started:
                 reply.started = True
                 self.call.first_token()
                 self.pending = []
@@ -237,9 +237,7 @@ class Tracker:
         if not pending:
             return
         try:
-            reply, item = self.reply, self.endpoint.item
-            for each in pending:
-                item(reply, each)
+            self.endpoint.items(self.reply, pending)
         except Exception as exc:
             self.report("reading a streamed item", exc)
         pending.clear()
