@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runlog
-from runlog import _counter, _tokens
+from runlog import _counter, _later, _tokens
 
 from support import child_env, python, rows, script, spawn, spawned
 
@@ -212,7 +212,7 @@ class TestSameCounts:
             with runlog.llm_call("gpt-4o-mini", messages=history) as call:
                 call.record(text=reply)
             history = [*history, {"role": "assistant", "content": reply}]
-        assert runlog.flush()
+            assert runlog.flush()  # each call a batch of its own
         assert asked == [
             ["system", "Be brief.", "One."],
             ["assistant", "One.", "Two, then."],  # the first message's texts are known
@@ -225,6 +225,43 @@ class TestSameCounts:
             history = [*history, {"role": "assistant", "content": reply}]
         assert [p["input_tokens"] for p in payloads] == inputs
         assert [p["output_tokens"] for p in payloads] == [local.count_text(r) for r in replies]
+
+    def test_calls_ending_together_are_counted_in_one_request(
+        self, db_path: Path, local: _tokens.Tokenizer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The background thread completes calls in batches: one request counts the
+        batch's texts, each once, and every call gets its own numbers."""
+        runlog.init(db=str(db_path))
+        _tokens.forget_tokenizers()
+        asked: list[list[str]] = []
+        real = _counter.helper.ask
+
+        def spy(request: Any) -> Any:
+            if request.get("op") == "count":
+                asked.append(request["texts"])
+            return real(request)
+
+        with runlog.llm_call("gpt-4o-mini") as call:  # the helper's start: not timed below
+            call.record(text="warm")
+        assert runlog.flush()
+        monkeypatch.setattr(_counter.helper, "ask", spy)
+        monkeypatch.setattr(_later, "GATHER", 5.0)  # flush() ends the gathering, not time
+        prompts = ["Be brief.", "Be kind.", "Be brief."]
+        replies = ["One.", "Two, then.", "One."]
+        for prompt, reply in zip(prompts, replies, strict=True):
+            with runlog.llm_call(
+                "gpt-4o-mini", messages=[{"role": "user", "content": prompt}]
+            ) as call:
+                call.record(text=reply)
+        assert runlog.flush(10)
+        assert len(asked) == 1
+        assert sorted(asked[0]) == sorted({"user", *prompts, *replies})
+        payloads = [e["payload"] for e in completed(db_path)][1:]
+        assert [p["input_tokens"] for p in payloads] == [
+            local.count_messages([{"role": "user", "content": p}]) for p in prompts
+        ]
+        assert [p["output_tokens"] for p in payloads] == [local.count_text(r) for r in replies]
+        assert {p["token_source"] for p in payloads} == {"tiktoken"}
 
     def test_llm_call_event(self, db_path: Path) -> None:
         """Through llm_call: the event's counts are in-process tiktoken's."""

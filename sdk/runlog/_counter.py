@@ -103,26 +103,47 @@ class Phase(enum.Enum):
 class RemoteTokenizer:
     """An encoding loaded in the helper; each count is one request for all its texts.
 
-    A count is ``None`` when the helper gave no answer (it exited or hung).
+    A count is ``None`` when the helper gave no answer (it exited or hung).  Calls that
+    end together (the background thread completes them in batches) announce their texts
+    first (:meth:`want`): the first count then asks for all of them at once, and the
+    others find theirs answered.
     """
 
     encoding_name: str
     _known: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     """Counts of recurring texts (prompts, history), so a call asks only for the rest."""
+    _wanted: list[str] = field(default_factory=list, repr=False, compare=False)
+    """Texts announced and not asked for yet."""
+    _answered: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """Counts of the last batch's request (forgotten when the next batch announces)."""
 
     def count_text(self, text: str) -> int | None:
         counts = self._count([text])
         return None if counts is None else counts[0]
 
+    def want(self, recurring: list[str], texts: list[str]) -> None:
+        known, wanted = self._known, self._wanted
+        if not wanted:  # the first of a batch: the last batch's answers are taken
+            self._answered.clear()
+        wanted.extend(text for text in recurring if text not in known)
+        wanted.extend(texts)
+
     def count_texts(self, texts: list[str], *, recurring: int = 0) -> list[int] | None:
         """Tokens of each of ``texts`` in one request, but for recurring texts counted
         before (a call's system prompt and history usually were: one round trip a
-        call, for its reply, is what is left)."""
-        known = self._known
-        kept = [known.get(text) if i < recurring else None for i, text in enumerate(texts)]
-        counts = self._count([text for text, n in zip(texts, kept, strict=True) if n is None])
+        call, for its reply, is what is left) and texts a batch's request answered."""
+        known, answered = self._known, self._answered
+        kept = []
+        for i, text in enumerate(texts):
+            n = known.get(text) if i < recurring else None
+            kept.append(answered.get(text) if n is None else n)
+        missing = [text for text, n in zip(texts, kept, strict=True) if n is None]
+        wanted = self._take_wanted(missing)
+        counts = self._count(missing + wanted)
         if counts is None:
             return None
+        if wanted:  # for the batch's other calls (which may share this call's texts)
+            answered.update(zip(missing + wanted, counts, strict=True))
         fresh = iter(counts)
         out = []
         for i, (text, n) in enumerate(zip(texts, kept, strict=True)):
@@ -136,6 +157,21 @@ class RemoteTokenizer:
                         known.pop(next(iter(known)), None)  # the oldest
                 known[text] = n
             out.append(n)
+        return out
+
+    def _take_wanted(self, missing: list[str]) -> list[str]:
+        """The announced texts to ask for with ``missing`` (each once)."""
+        wanted = self._wanted
+        if not wanted:
+            return []
+        taken, wanted[:] = wanted[:], []
+        seen = set(missing)
+        seen.update(self._answered)
+        out = []
+        for text in taken:
+            if text not in seen:
+                seen.add(text)
+                out.append(text)
         return out
 
     def count_messages(self, messages: Iterable[Mapping[str, Any]]) -> int | None:

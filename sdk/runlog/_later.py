@@ -18,12 +18,19 @@ Guarantees:
 * **fork-safe**: a forked child forgets the parent's pending work (the parent logs
   it) and starts its own thread when it needs one.
 
+Batches.  The thread takes what is pending :data:`GATHER` seconds after the first item
+arrived (at once when ``flush()`` or the exit waits), and first runs each item's
+``announce`` step, then each item: calls that end close together tell the tokenizer
+what they will count, and the helper counts them all in one round trip instead of one
+each.  The events keep their timestamps; the delay is well inside the writer's own.
+
 The phases are explicit (:class:`Phase`); the thread starts on the first item.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import threading
 import time
 from collections import deque
@@ -33,6 +40,10 @@ from ._errors import report_internal_error
 
 LIMIT = 10_000
 """Items pending at most; past it the caller completes its own event."""
+GATHER = 0.02
+"""Seconds the thread lets work gather after the first item, to do it as one batch."""
+BATCH = 256
+"""Items taken at most at a time (a batch's counts are one request)."""
 
 Work = Callable[[], None]
 
@@ -50,26 +61,30 @@ class Later:
 
     def __init__(self) -> None:
         self.phase = Phase.IDLE
-        self._queue: deque[Work] = deque()
+        self._queue: deque[_Item] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._submitted = 0
         self._done = 0
+        self._waiting = 0
+        """Threads in :meth:`drain`: the batch is not left to gather while they wait."""
         self._generation = 0
         """Bumped for each thread started: an older thread that wakes up stops."""
 
-    def submit(self, work: Work) -> None:
-        """Run ``work`` on the thread (or now, on this one, when it cannot wait)."""
+    def submit(self, work: Work, announce: Work | None = None) -> None:
+        """Run ``work`` on the thread (or now, on this one, when it cannot wait), after
+        ``announce`` and the other items' of its batch (see the module docstring)."""
         if self.phase is not Phase.RUNNING and not self._start():
             _run(work)
             return
         with self._cond:
-            if len(self._queue) >= LIMIT:
+            if self._submitted - self._done >= LIMIT:  # queued, and taken but not done
                 inline = True
             else:
                 inline = False
-                self._queue.append(work)
+                self._queue.append(_Item(work, announce))
                 self._submitted += 1
-                self._cond.notify_all()
+                if len(self._queue) == 1 or len(self._queue) >= BATCH:
+                    self._cond.notify_all()
         if inline:
             _run(work)
 
@@ -80,14 +95,19 @@ class Later:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._submitted
-            while self._done < target:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                if self.phase is not Phase.RUNNING:  # the thread is gone: do it here
-                    self._run_queued_locked()
-                    break
-                self._cond.wait(remaining if remaining is not None else 1.0)
+            self._waiting += 1
+            self._cond.notify_all()  # a batch gathering: take it now
+            try:
+                while self._done < target:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    if self.phase is not Phase.RUNNING:  # the thread is gone: do it here
+                        self._run_queued_locked()
+                        break
+                    self._cond.wait(remaining if remaining is not None else 1.0)
+            finally:
+                self._waiting -= 1
         return True
 
     def close(self, timeout: float) -> bool:
@@ -110,7 +130,7 @@ class Later:
         """In a forked child: the parent's pending work and thread are the parent's."""
         self._queue = deque()
         self._cond = threading.Condition(threading.Lock())
-        self._submitted = self._done = 0
+        self._submitted = self._done = self._waiting = 0
         if self.phase is Phase.RUNNING:
             self.phase = Phase.IDLE
 
@@ -135,23 +155,51 @@ class Later:
         queue, cond = self._queue, self._cond
         while True:
             with cond:
-                while True:  # closed, or a newer thread took over after a reopen: stop
-                    if self.phase is not Phase.RUNNING or generation != self._generation:
-                        return
-                    if queue:
-                        break
+                if not self._running(generation):
+                    return
+                if not queue:
                     cond.wait()
-                work = queue.popleft()
-            _run(work)
-            with cond:
-                self._done += 1
-                cond.notify_all()
+                    continue
+                gathered = time.monotonic() + GATHER
+                while len(queue) < BATCH and not self._waiting and self._running(generation):
+                    remaining = gathered - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    cond.wait(remaining)
+                batch = list(itertools.islice(queue, BATCH))
+            for item in batch:  # announced, but left queued: a stuck item holds no other
+                announce, item.announce = item.announce, None
+                if announce is not None:
+                    _run(announce)
+            for _ in batch:
+                with cond:
+                    if not (queue and self._running(generation)):
+                        break
+                    work = queue.popleft().work
+                _run(work)
+                with cond:
+                    self._done += 1
+                    cond.notify_all()
+
+    def _running(self, generation: int) -> bool:
+        """Not closed, nor superseded by a newer thread after a reopen."""
+        return self.phase is Phase.RUNNING and generation == self._generation
 
     def _run_queued_locked(self) -> None:
         while self._queue:
-            work = self._queue.popleft()
+            work = self._queue.popleft().work
             _run(work)
             self._done += 1
+
+
+class _Item:
+    """One item of work and its announcement, which runs first (then it is ``None``)."""
+
+    __slots__ = ("announce", "work")
+
+    def __init__(self, work: Work, announce: Work | None) -> None:
+        self.work = work
+        self.announce = announce
 
 
 def _run(work: Work) -> None:
@@ -164,4 +212,4 @@ def _run(work: Work) -> None:
 later = Later()
 """The process's one queue (it starts over in a forked child)."""
 
-__all__ = ["LIMIT", "Later", "Phase", "later"]
+__all__ = ["BATCH", "GATHER", "LIMIT", "Later", "Phase", "later"]

@@ -201,7 +201,9 @@ class LLMCall:
             return False
         self._span.stop()  # latency ends here, before any token counting
         if self._slow_to_count(exc):  # tiktoken's work, on the background thread
-            return self._span.end_later(exc, lambda: self._outcome(exc, fields))
+            return self._span.end_later(
+                exc, lambda: self._outcome(exc, fields), lambda: self._announce(exc is None)
+            )
         # Pricing, the token fields and the JSON are made by the writer, which writes
         # the event in its place: the caller's thread pays for none of it.  The price
         # table is imported here, though, the first time: an import on runlog's thread
@@ -260,22 +262,12 @@ class LLMCall:
         output: _Count = (self._output_tokens, "usage")
         if self._output_tokens is None or not outputs:
             output = (None, None)
-        count_in = self._input_tokens is None and (
-            self._messages is not None or self._prompt is not None
-        )
-        count_out = outputs and self._output_tokens is None and self._text is not None
-        if not (count_in or count_out):
+        plan = self._to_count(outputs)
+        if plan is None:
             return inputs, output
+        count_in, count_out, fixed, texts, recurring = plan
         unavailable: _Count = (None, "unavailable")
         tokenizer = _tokens.tokenizer_for(self.model)
-        fixed, texts = 0, list[str]()
-        if count_in and self._messages is not None:
-            fixed, texts = _tokens.message_parts(self._messages)
-        elif count_in:
-            fixed, texts = _tokens.prompt_parts(self._prompt)
-        recurring = len(texts)
-        if count_out and self._text is not None:
-            texts.append("".join(self._text))
         counts = None if tokenizer is None else tokenizer.count_texts(texts, recurring=recurring)
         if count_in:
             inputs = (
@@ -284,6 +276,35 @@ class LLMCall:
         if count_out:
             output = unavailable if counts is None else (counts[recurring], "tiktoken")
         return inputs, output
+
+    def _to_count(self, outputs: bool) -> tuple[bool, bool, int, list[str], int] | None:
+        """What is left to count: (inputs?, outputs?, OpenAI's fixed input tokens, the
+        texts — the input's first, ``recurring`` of them, then the output's); ``None``:
+        nothing."""
+        count_in = self._input_tokens is None and (
+            self._messages is not None or self._prompt is not None
+        )
+        count_out = outputs and self._output_tokens is None and self._text is not None
+        if not (count_in or count_out):
+            return None
+        fixed, texts = 0, list[str]()
+        if count_in and self._messages is not None:
+            fixed, texts = _tokens.message_parts(self._messages)
+        elif count_in:
+            fixed, texts = _tokens.prompt_parts(self._prompt)
+        recurring = len(texts)
+        if count_out and self._text is not None:
+            texts.append("".join(self._text))
+        return count_in, count_out, fixed, texts, recurring
+
+    def _announce(self, outputs: bool) -> None:
+        """Tell the tokenizer what this call will count, so that the calls completed
+        together are counted together (one round trip to the helper for all of them)."""
+        plan = self._to_count(outputs)
+        if plan is not None:
+            tokenizer = _tokens.tokenizer_for(self.model)
+            if tokenizer is not None:
+                tokenizer.want(plan[3][: plan[4]], plan[3][plan[4] :])
 
     def _token_fields(self) -> dict[str, Any]:
         (inp, in_src), (out, out_src) = self._counts(outputs=True)

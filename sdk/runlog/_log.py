@@ -143,12 +143,17 @@ def emit_deferred(event_type: str, build: Callable[[], Mapping[str, Any] | None]
         )
 
 
-def emit_later(event_type: str, build: Callable[[], Mapping[str, Any] | None]) -> None:
+def emit_later(
+    event_type: str,
+    build: Callable[[], Mapping[str, Any] | None],
+    announce: Callable[[], None] | None = None,
+) -> None:
     """Log under the current run an event whose payload ``build()`` makes off this thread.
 
     The timestamp and run are this moment's; ``build`` runs on runlog's background
-    thread (see :mod:`runlog._later`), or right here in sync mode, where every event
-    is committed before the call that logs it returns.
+    thread (see :mod:`runlog._later`; ``announce`` first, with its batch's others), or
+    right here in sync mode, where every event is committed before the call that logs
+    it returns.
     """
     here = _here()
     if here is None:
@@ -163,7 +168,7 @@ def emit_later(event_type: str, build: Callable[[], Mapping[str, Any] | None]) -
     if runtime.config.sync:
         complete()
     else:
-        _later.submit(complete)
+        _later.submit(complete, announce)
 
 
 def flush(timeout: float | None = None) -> bool:

@@ -243,15 +243,21 @@ class Span:
         return self._close(event_type, fields, outcome)
 
     def end_later(
-        self, exc: BaseException | None, complete: Callable[[], Mapping[str, Any]]
+        self,
+        exc: BaseException | None,
+        complete: Callable[[], Mapping[str, Any]],
+        announce: Callable[[], None] | None = None,
     ) -> bool:
         """End as :meth:`end` does, now, with the fields ``complete()`` returns later.
 
         ``complete`` runs on runlog's background thread (see :mod:`runlog._later`): for
-        work too slow for the caller's thread, such as counting tokens.  The event keeps
-        this moment's timestamp, run and duration.  False if the span had already ended.
+        work too slow for the caller's thread, such as counting tokens; ``announce``
+        before it, and before the others of its batch.  The event keeps this moment's
+        timestamp, run and duration.  False if the span had already ended.
         """
-        return self._end_off_thread(exc, complete, emit_later)
+        return self._end_off_thread(
+            exc, complete, lambda event_type, build: emit_later(event_type, build, announce)
+        )
 
     def end_deferred(
         self, exc: BaseException | None, complete: Callable[[], Mapping[str, Any]]

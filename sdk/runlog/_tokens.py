@@ -89,6 +89,10 @@ class TokenCounter(Protocol):
         calls (prompts, a conversation's history), so a count of them may be kept."""
         ...
 
+    def want(self, recurring: list[str], texts: list[str]) -> None:
+        """These texts will be counted soon: count them with the next request."""
+        ...
+
 
 @dataclass(frozen=True)
 class Tokenizer:
@@ -115,6 +119,9 @@ class Tokenizer:
     def count_texts(self, texts: list[str], *, recurring: int = 0) -> list[int]:
         """Tokens of each of ``texts`` (counting here is quick: nothing is kept)."""
         return [self.count_text(text) for text in texts]
+
+    def want(self, recurring: list[str], texts: list[str]) -> None:
+        """Nothing to gather: each count here is a call into tiktoken, not a round trip."""
 
 
 def message_parts(messages: Iterable[Mapping[str, Any]]) -> tuple[int, list[str]]:
