@@ -132,7 +132,10 @@ class Tracker:
             if isinstance(obj, self.provider.stream_types):
                 self.reply.seen = True
                 self.phase = Phase.STREAMING
-                self._note_request_id(obj)
+                if self.request_id is None:  # a stream's is in its response's headers
+                    self.request_id = _header(
+                        getattr(obj, "response", None), self.provider.request_id_header
+                    )
                 instrument(obj, self)
             else:
                 self.reply.seen = self.endpoint.result(self.reply, obj)
@@ -330,6 +333,11 @@ def _request_id(obj: object, header: str) -> str | None:
     if isinstance(found, str):
         return found
     response = get(obj, "http_response") or get(obj, "response")  # get: a quick miss
+    return _header(response, header)
+
+
+def _header(response: object, header: str) -> str | None:
+    """A response header's value, if ``response`` has headers and it is a string."""
     lookup = getattr(getattr(response, "headers", None), "get", None)
     found = lookup(header) if callable(lookup) else None
     return found if isinstance(found, str) else None
