@@ -110,8 +110,11 @@ def instrument(stream: Any, tracker: Tracker) -> None:
     stream._iterator = observer
 
 
-BATCH = 64
-"""Items held before they are read together (see :func:`_observe`)."""
+BATCH = 16
+"""Items held before they are read together (see :func:`_observe`).  Few: held items
+outlive the garbage collector's young-generation passes (each a few chunks' parsing
+apart), which then walk and promote them; 16 against 64 cut a 50-chunk stream's
+iteration by about a quarter, side by side."""
 
 
 def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
