@@ -262,6 +262,16 @@ class TestSameCounts:
         ]
         assert [p["output_tokens"] for p in payloads] == [local.count_text(r) for r in replies]
         assert {p["token_source"] for p in payloads} == {"tiktoken"}
+        asked.clear()  # calls that all say the same (their texts known but the reply's)
+        for _ in range(3):
+            with runlog.llm_call(
+                "gpt-4o-mini", messages=[{"role": "user", "content": "Hi."}]
+            ) as call:
+                call.record(text="Same reply.")
+        assert runlog.flush(10)
+        assert [sorted(texts) for texts in asked] == [["Hi.", "Same reply."]]  # "user": known
+        same = [e["payload"] for e in completed(db_path)][-3:]
+        assert {p["output_tokens"] for p in same} == {local.count_text("Same reply.")}
 
     def test_llm_call_event(self, db_path: Path) -> None:
         """Through llm_call: the event's counts are in-process tiktoken's."""

@@ -139,11 +139,12 @@ class RemoteTokenizer:
             kept.append(answered.get(text) if n is None else n)
         missing = [text for text, n in zip(texts, kept, strict=True) if n is None]
         wanted = self._take_wanted(missing)
-        counts = self._count(missing + wanted)
+        asked = missing if wanted is None else missing + wanted
+        counts = self._count(asked)
         if counts is None:
             return None
-        if wanted:  # for the batch's other calls (which may share this call's texts)
-            answered.update(zip(missing + wanted, counts, strict=True))
+        if wanted is not None:  # for the batch's other calls (which may share our texts)
+            answered.update(zip(asked, counts, strict=True))
         fresh = iter(counts)
         out = []
         for i, (text, n) in enumerate(zip(texts, kept, strict=True)):
@@ -159,11 +160,12 @@ class RemoteTokenizer:
             out.append(n)
         return out
 
-    def _take_wanted(self, missing: list[str]) -> list[str]:
-        """The announced texts to ask for with ``missing`` (each once)."""
+    def _take_wanted(self, missing: list[str]) -> list[str] | None:
+        """The announced texts to ask for with ``missing`` (each once); ``None`` if
+        nothing was announced (a call on its own)."""
         wanted = self._wanted
         if not wanted:
-            return []
+            return None
         taken, wanted[:] = wanted[:], []
         seen = set(missing)
         seen.update(self._answered)
