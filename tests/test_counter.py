@@ -117,6 +117,20 @@ def remote() -> Iterator[_counter.RemoteTokenizer]:
     assert _counter.helper.phase is _counter.Phase.READY
 
 
+def _count_requests(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The texts of each count request sent to the helper from now on."""
+    asked: list[list[str]] = []
+    real = _counter.helper.ask
+
+    def spy(request: Any) -> Any:
+        if request.get("op") == "count":
+            asked.append(request["texts"])
+        return real(request)
+
+    monkeypatch.setattr(_counter.helper, "ask", spy)
+    return asked
+
+
 class TestSameCounts:
     @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
     @given(text=st.text())
@@ -196,15 +210,7 @@ class TestSameCounts:
         same system prompt, history) are counted once, within a bound."""
         runlog.init(db=str(db_path))
         _tokens.forget_tokenizers()  # a fresh tokenizer: nothing kept from other tests
-        asked: list[list[str]] = []
-        real = _counter.helper.ask
-
-        def spy(request: Any) -> Any:
-            if request.get("op") == "count":
-                asked.append(request["texts"])
-            return real(request)
-
-        monkeypatch.setattr(_counter.helper, "ask", spy)
+        asked = _count_requests(monkeypatch)
         monkeypatch.setattr(_counter, "KEEP_TEXTS", 2)
         history = [{"role": "system", "content": "Be brief."}]
         replies = ["One.", "Two, then.", "Three it is."]
@@ -233,18 +239,10 @@ class TestSameCounts:
         batch's texts, each once, and every call gets its own numbers."""
         runlog.init(db=str(db_path))
         _tokens.forget_tokenizers()
-        asked: list[list[str]] = []
-        real = _counter.helper.ask
-
-        def spy(request: Any) -> Any:
-            if request.get("op") == "count":
-                asked.append(request["texts"])
-            return real(request)
-
         with runlog.llm_call("gpt-4o-mini") as call:  # the helper's start: not timed below
             call.record(text="warm")
         assert runlog.flush()
-        monkeypatch.setattr(_counter.helper, "ask", spy)
+        asked = _count_requests(monkeypatch)
         monkeypatch.setattr(_later, "GATHER", 5.0)  # flush() ends the gathering, not time
         prompts = ["Be brief.", "Be kind.", "Be brief."]
         replies = ["One.", "Two, then.", "One."]

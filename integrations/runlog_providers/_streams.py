@@ -136,8 +136,7 @@ def _observe(source: Iterator[Any], tracker: Tracker) -> Iterator[Any]:
     """
     try:
         for item in source:  # one by one up to the first token
-            shown = tracker.take(item)
-            if shown:
+            if tracker.take(item):
                 yield item
             if tracker.pending is not None:
                 break
@@ -168,8 +167,7 @@ async def _observe_async(source: AsyncIterator[Any], tracker: Tracker) -> AsyncI
     C iterators, so each item after the first token costs an append here."""
     try:
         async for item in source:
-            shown = tracker.take(item)
-            if shown:
+            if tracker.take(item):
                 yield item
             if tracker.pending is not None:
                 break
