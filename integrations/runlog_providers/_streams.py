@@ -9,9 +9,9 @@ attributes of the stream are swapped in place, the same in every client generate
 this base (``openai`` 1.x-3.x, ``anthropic``):
 
 * ``_iterator`` (where ``__iter__``, ``__next__``, ``__aiter__`` and ``__anext__`` all
-  draw from) becomes an observer that hands each item to the tracker and passes it on
-  untouched, in order, ending the call at the end of the stream or failing it when
-  iteration raises;
+  draw from) becomes an observer that passes every item on untouched, in order, while
+  the tracker reads them (one by one up to the first token, then in batches), ending
+  the call at the end of the stream or failing it when iteration raises;
 * ``response`` becomes a :class:`TrackedResponse`, a transparent proxy whose
   ``close()`` / ``aclose()`` end the call.  Every way of stopping a stream early closes
   that response: ``Stream.close()`` and its ``with`` block, the stream helpers (OpenAI's
@@ -20,14 +20,14 @@ this base (``openai`` 1.x-3.x, ``anthropic``):
   responses get the same proxy as their ``http_response``, so the stream they parse
   later is covered too.
 
-A stream nobody closes ends when it, or its HTTP response, is garbage-collected
-(``weakref.finalize`` on both: openai's stream holds its generator in a cycle, so the
-collector frees both together; anthropic's generator runs on a copy of the stream, so
-the stream is freed at once while the response lives on in a generator that asyncio
-closes later).  The finalizer may run inside a garbage collection, on any
-thread, maybe while that thread holds a lock of runlog's writer, so it only queues the
-call (``SimpleQueue.put`` is safe there) for a daemon thread, the reaper, which logs
-it in the context the request was made in.
+A stream nobody closes ends when it is garbage-collected (``weakref.finalize`` on the
+stream, which goes with or before its response: openai's stream holds its generator in
+a cycle, so the collector frees both together; anthropic's generator runs on a copy of
+the stream, so the stream is freed at once while the response lives on in a generator
+that asyncio closes later; a raw response is watched itself).  The finalizer may run
+inside a garbage collection, on any thread, maybe while that thread holds a lock of
+runlog's writer, so it only queues the call (``SimpleQueue.put`` is safe there) for a
+daemon thread, the reaper, which logs it in the context the request was made in.
 """
 
 from __future__ import annotations
