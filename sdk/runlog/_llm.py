@@ -301,10 +301,12 @@ class LLMCall:
         """Tell the tokenizer what this call will count, so that the calls completed
         together are counted together (one round trip to the helper for all of them)."""
         plan = self._to_count(outputs)
-        if plan is not None:
-            tokenizer = _tokens.tokenizer_for(self.model)
-            if tokenizer is not None:
-                tokenizer.want(plan[3][: plan[4]], plan[3][plan[4] :])
+        if plan is None:
+            return
+        *_, texts, recurring = plan
+        tokenizer = _tokens.tokenizer_for(self.model)
+        if tokenizer is not None:
+            tokenizer.want(texts[:recurring], texts[recurring:])
 
     def _token_fields(self) -> dict[str, Any]:
         (inp, in_src), (out, out_src) = self._counts(outputs=True)
