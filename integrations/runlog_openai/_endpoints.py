@@ -75,12 +75,18 @@ def _chat_items(reply: Reply, chunks: Sequence[Any]) -> bool:
 
     Runs over every chunk of every stream, a batch at a time: one loop with the
     reply's fields in locals, and fields a chunk lacks (most of them, most of the time)
-    cost a ``getattr`` and no call.
+    cost a ``getattr`` and no call (not even one to :func:`_chunk_usage_and_model`,
+    written out here).
     """
     texts = reply.text
     before = len(texts)
     add = texts.append
     for chunk in chunks:
+        usage = getattr(chunk, "usage", None)  # the usage chunk's, or include_usage's null
+        if usage is not None:
+            _chat_usage(reply, usage)
+        if reply.response_model is None:
+            reply.model(getattr(chunk, "model", None))
         for choice in getattr(chunk, "choices", None) or ():
             delta = getattr(choice, "delta", None)
             if delta is not None:
@@ -97,7 +103,6 @@ def _chat_items(reply: Reply, chunks: Sequence[Any]) -> bool:
             reason = getattr(choice, "finish_reason", None)
             if reason is not None:
                 reply.finish(reason)
-        _chunk_usage_and_model(reply, chunk)
     return len(texts) > before
 
 

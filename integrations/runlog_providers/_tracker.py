@@ -154,7 +154,8 @@ class Tracker:
         return result
 
     def _returned(self, result: Any) -> None:
-        self._note_request_id(result)
+        if self.phase is not Phase.STREAMING:  # a stream's headers were read as it was parsed
+            self._note_request_id(result)
         if self.phase is not Phase.SENT:
             if self.phase is Phase.PARSED:
                 self.end()

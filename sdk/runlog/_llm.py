@@ -41,6 +41,8 @@ _BREAKDOWN = ("cached_input_tokens", "cache_write_input_tokens", "reasoning_toke
 _NAMES = EventNames(None, "llm_call.completed", "llm_call.failed", duration_key="latency_ms")
 _Count = tuple[int | None, str | None]
 """A token number and where it came from: ``usage``, ``tiktoken``, ``unavailable``."""
+_Plan = tuple[bool, bool, int, list[str], int]
+"""What is left to count (see ``LLMCall._to_count``)."""
 _OWN = frozenset(
     {
         "model_name",
@@ -71,6 +73,7 @@ class LLMCall:
         "_input_tokens",
         "_messages",
         "_output_tokens",
+        "_plan",
         "_prompt",
         "_provider",
         "_span",
@@ -109,6 +112,8 @@ class LLMCall:
         self._text: list[str] | None = None
         self._ttft_ms: float | None = None
         self._token: Any = None
+        self._plan: tuple[bool, _Plan | None] | None = None
+        """What :meth:`_announce` found to count (for ``outputs``), for the count to reuse."""
         base: dict[str, Any] = {"model_name": model, "operation": operation, "stream": bool(stream)}
         if provider is not None:
             base["provider"] = provider
@@ -262,7 +267,10 @@ class LLMCall:
         output: _Count = (self._output_tokens, "usage")
         if self._output_tokens is None or not outputs:
             output = (None, None)
-        plan = self._to_count(outputs)
+        planned = self._plan
+        plan = (
+            planned[1] if planned is not None and planned[0] == outputs else self._to_count(outputs)
+        )
         if plan is None:
             return inputs, output
         count_in, count_out, fixed, texts, recurring = plan
@@ -277,7 +285,7 @@ class LLMCall:
             output = unavailable if counts is None else (counts[recurring], "tiktoken")
         return inputs, output
 
-    def _to_count(self, outputs: bool) -> tuple[bool, bool, int, list[str], int] | None:
+    def _to_count(self, outputs: bool) -> _Plan | None:
         """What is left to count: (inputs?, outputs?, OpenAI's fixed input tokens, the
         texts — the input's first, ``recurring`` of them, then the output's); ``None``:
         nothing."""
@@ -301,6 +309,7 @@ class LLMCall:
         """Tell the tokenizer what this call will count, so that the calls completed
         together are counted together (one round trip to the helper for all of them)."""
         plan = self._to_count(outputs)
+        self._plan = (outputs, plan)  # the count that follows on this thread reuses it
         if plan is None:
             return
         *_, texts, recurring = plan
