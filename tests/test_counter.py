@@ -271,6 +271,27 @@ class TestSameCounts:
         same = [e["payload"] for e in completed(db_path)][-3:]
         assert {p["output_tokens"] for p in same} == {local.count_text("Same reply.")}
 
+    def test_a_counted_call_reads_its_texts_once(
+        self, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The count reuses what the call's announcement took out of its messages and
+        reply: the background thread does that work once a call, not twice."""
+        runlog.init(db=str(db_path))
+        reads: list[int] = []
+        real = _tokens.message_parts
+
+        def spy(messages: Any) -> tuple[int, list[str]]:
+            reads.append(1)
+            return real(messages)
+
+        monkeypatch.setattr(_tokens, "message_parts", spy)
+        with runlog.llm_call("gpt-4o-mini", messages=MESSAGES) as call:
+            call.record(text="Seven tokens, more or less, right here.")
+        assert runlog.flush()
+        assert len(reads) == 1
+        (event,) = completed(db_path)
+        assert event["payload"]["token_source"] == "tiktoken"
+
     def test_llm_call_event(self, db_path: Path) -> None:
         """Through llm_call: the event's counts are in-process tiktoken's."""
         runlog.init(db=str(db_path))

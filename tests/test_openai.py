@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -1025,6 +1026,31 @@ class TestLifecycle:
         ids = {payload["request_id"] for payload in calls(events)}
         assert ids == {request.request_id for request in server.requests}
         assert len(ids) == 5
+
+    def test_a_streams_headers_are_looked_at_once(
+        self, server: StandInServer, events: Capture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stream's request id is read from its response's headers once, as it is parsed,
+        even when they have none (OpenAI-compatible servers): the stream ``request()``
+        returns is the one parsed, so there is nothing more to learn from it."""
+        from runlog_providers import _tracker
+
+        lookups: list[str] = []
+        real = _tracker._header
+
+        def spy(response: object, header: str) -> str | None:
+            lookups.append(header)
+            return real(response, header)
+
+        monkeypatch.setattr(_tracker, "_header", spy)
+        unsent = dataclasses.replace(_patch.PROVIDER, request_id_header="x-not-sent")
+        monkeypatch.setattr(_patch.INTEGRATION, "provider", unsent)
+        client = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        for _ in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+            pass
+        assert lookups == ["x-not-sent"]
+        logged = the_call(events)
+        assert logged.get("request_id") is None and logged["stream_end"] == "done"
 
 
 class TestContent:
