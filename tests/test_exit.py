@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,33 @@ class TestUnhandledException:
 
 
 class TestSignals:
+    @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc (Linux)")
+    def test_runlogs_threads_leave_signals_to_the_programs(self, db_path: Path) -> None:
+        """A signal goes to a thread that does not block it, and Python runs the handler
+        only when the main thread next runs bytecode: landing on runlog's writer while
+        the main thread sleeps, an application's SIGTERM handler would wait out the
+        sleep (it did, once in a full suite run).  Every runlog thread blocks them."""
+        import runlog
+        from runlog._later import later
+        from runlog_providers._streams import _reaper
+
+        runlog.init(db=str(db_path))
+        runlog.log_event("work.step", {"i": 0})
+        later.submit(lambda: None)
+        _reaper.start()
+        assert runlog.flush(10)
+        ours = [t for t in threading.enumerate() if t.name.startswith("runlog-")]
+        names = {t.name for t in ours}
+        assert {"runlog-writer", "runlog-lifecycle", "runlog-later"} <= names
+        assert "runlog-stream-reaper" in names
+        for t in [*ours, threading.main_thread()]:
+            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
+            mask = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+            blocked = int(mask.split()[1], 16)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                takes = not blocked >> (signum - 1) & 1
+                assert takes is (t is threading.main_thread()), f"{t.name}, {signum.name}"
+
     def test_sigterm_flushes_and_dies_by_the_signal(self, db_path: Path) -> None:
         """SIGTERM writes every event and process.exited, then the process dies by SIGTERM."""
         proc = spawn(program("time.sleep(600)"), db_path)

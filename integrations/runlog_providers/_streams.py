@@ -37,6 +37,7 @@ import functools
 import gc
 import itertools
 import os
+import signal
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -238,6 +239,8 @@ class _Reaper:
         return marker.wait(timeout)
 
     def _run(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):  # signals are the program's (as runlog's threads)
+            signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))
         while True:
             item = self._queue.get()
             if isinstance(item, threading.Event):

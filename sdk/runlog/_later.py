@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from . import _threads
 from ._errors import report_internal_error
 
 LIMIT = 10_000
@@ -150,9 +151,7 @@ class Later:
             if self.phase is Phase.CLOSED:
                 return False
             self._generation += 1
-            thread = threading.Thread(
-                target=self._loop, args=(self._generation,), name="runlog-later", daemon=True
-            )
+            thread = _threads.thread(self._loop, "runlog-later", self._generation)
             try:
                 thread.start()
             except RuntimeError:  # no new threads: the interpreter is shutting down

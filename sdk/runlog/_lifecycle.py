@@ -42,7 +42,10 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _forksafe  # noqa: F401  (first: its fork hooks run before every other one)
+from . import (
+    _forksafe,  # noqa: F401  (first: its fork hooks run before every other one)
+    _threads,
+)
 from ._errors import report_internal_error, safe_str
 
 if TYPE_CHECKING:
@@ -161,7 +164,7 @@ class _TrackedQuitter:
 
 
 # -- signals ---------------------------------------------------------------------
-_WATCHED = (signal.SIGTERM, signal.SIGINT)
+_WATCHED = _threads.SIGNALS
 _signal = signal.signal
 _getsignal = signal.getsignal
 _set_wakeup_fd = signal.set_wakeup_fd
@@ -307,9 +310,7 @@ class _Closer:
         read, write = socket.socketpair()
         write.setblocking(False)
         self._read, self._write = read, write
-        thread = threading.Thread(
-            target=self._run, args=(read,), name="runlog-lifecycle", daemon=True
-        )
+        thread = _threads.thread(self._run, "runlog-lifecycle", read)
         self.phase = CloserPhase.PARKED
         thread.start()
 

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from . import _forksafe
+from . import _forksafe, _threads
 from ._errors import warn_once
 
 if TYPE_CHECKING:
@@ -370,7 +370,7 @@ class _Load:
         self._done = threading.Event()
         self._timeout = LOAD_TIMEOUT
         self._deadline = time.monotonic() + self._timeout
-        thread = threading.Thread(target=self._run, name=f"runlog-tiktoken-{name}", daemon=True)
+        thread = _threads.thread(self._run, f"runlog-tiktoken-{name}")
         try:
             thread.start()
         except RuntimeError as exc:  # no new threads: the interpreter is shutting down

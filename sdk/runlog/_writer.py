@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Protocol, TypeVar
 
+from . import _threads
 from ._errors import forget_warning, logger, report_internal_error, warn_once
 from ._payload import UNBUILDABLE
 from ._store import Row, Store, StoreBusy, StoreFault, StoreUnreachable
@@ -329,7 +330,7 @@ class BatchWriter:
     def _not_running(self) -> None:
         with self._phase_lock:
             if self.phase is WriterPhase.IDLE:
-                thread = threading.Thread(target=self._run, name="runlog-writer", daemon=True)
+                thread = _threads.thread(self._run, "runlog-writer")
                 thread.start()
                 self._thread = thread
                 self.phase = WriterPhase.RUNNING
