@@ -602,22 +602,6 @@ class TestLifecycle:
         assert "Traceback" not in err
         assert gone(helper)
 
-    def test_it_takes_sigterm(self, db_path: Path) -> None:
-        """Started from runlog's thread, which blocks SIGTERM, the helper still dies by it."""
-        runlog.init(db=str(db_path))
-        with runlog.llm_call("gpt-4o-mini", messages=MESSAGES) as call:
-            call.record(text="Started on the background thread.")
-        assert runlog.flush(30)
-        pid = _counter.helper.pid
-        assert pid is not None
-        status = Path(f"/proc/{pid}/status").read_text()
-        blocked = int(
-            next(x for x in status.splitlines() if x.startswith("SigBlk:")).split()[1], 16
-        )
-        assert not blocked >> (signal.SIGTERM - 1) & 1
-        os.kill(pid, signal.SIGTERM)
-        assert gone(pid)
-
     def test_it_is_not_part_of_the_run(self, db_path: Path, tmp_path: Path) -> None:
         """The helper logs nothing and carries none of runlog's variables."""
         out = child(

@@ -528,8 +528,6 @@ def _watch_parent(parent: int) -> None:
 def main() -> None:
     """The helper process: serve stdin and stdout, then exit at once (nothing to flush)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # started by runlog's thread: its mask came along
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     with contextlib.suppress(ConnectionError):  # the parent is gone
         serve(sys.stdin.buffer, sys.stdout.buffer)
