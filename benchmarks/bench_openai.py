@@ -28,6 +28,10 @@ Four measures, each contender's work interleaved with the others' in the same ru
    sockets, so microseconds show.  Process CPU time (every thread: runlog's writer and
    OpenTelemetry's export thread included, flushes included) per call over the
    uninstrumented client, for runlog and for openai-v2, sync and ``AsyncOpenAI``.
+   Each round runs the modes' blocks of one kind back to back; a mode's extra is the
+   median of its per-round ratios to the uninstrumented block, times the uninstrumented
+   median (the host's speed moves by up to half between seconds; a ratio of
+   neighbouring blocks holds, a difference moves with it).
    Target: runlog's extra CPU <= 0.5x openai-v2's, per call and per stream.
 
 3. Loop lag.  An asyncio task sleeps 1 ms in a loop and records how late each wake-up
@@ -392,11 +396,14 @@ def work_mock(db: Path, sizes: dict[str, int], rounds: int, modes: list[str]) ->
             return max(1, sizes["stream"] // 3)
         return sizes["call"] if "call" in kind else sizes["stream"]
 
+    # The modes' blocks of one kind run back to back: the machine's speed, which can
+    # change by half from one second to the next on a shared host, is then the same
+    # for the blocks a round compares (see bench_mock's per-round ratios).
     for warm in (True, False):
         for rnd in range(2 if warm else rounds):
-            for mode in _rotated(modes, rnd):
-                switch.set(mode)
-                for kind in SYNC_KINDS:
+            for kind in SYNC_KINDS:
+                for mode in _rotated(modes, rnd):
+                    switch.set(mode)
                     ns = _cpu_block(_mock_run(kind), sync_client, n_of(kind), switch)
                     if not warm:
                         samples.setdefault(f"{mode} {kind}", []).append(ns)
@@ -405,9 +412,9 @@ def work_mock(db: Path, sizes: dict[str, int], rounds: int, modes: list[str]) ->
         client = mock_client(asynchronous=True)
         for warm in (True, False):
             for rnd in range(2 if warm else rounds):
-                for mode in _rotated(modes, rnd):
-                    switch.set(mode)
-                    for kind in ASYNC_KINDS:
+                for kind in ASYNC_KINDS:
+                    for mode in _rotated(modes, rnd):
+                        switch.set(mode)
                         run = _mock_run_async(kind)
                         ns = await _cpu_block_async(run, client, n_of(kind), switch)
                         if not warm:
@@ -651,8 +658,13 @@ def bench_mock(
             samples.setdefault(key, []).extend(values)
 
     def extra(mode: str, kind: str) -> float:
-        pairs = zip(samples[f"{mode} {kind}"], samples[f"uninstrumented {kind}"], strict=True)
-        return statistics.median(m - b for m, b in pairs) / 1000
+        """us over the uninstrumented client: the median of the per-round ratios, times
+        the uninstrumented median.  A ratio of two blocks run back to back holds when
+        the host's speed moves between rounds; a difference would move with it."""
+        base = samples[f"uninstrumented {kind}"]
+        pairs = zip(samples[f"{mode} {kind}"], base, strict=True)
+        ratio_ = statistics.median(m / b for m, b in pairs)
+        return (ratio_ - 1) * statistics.median(base) / 1000
 
     rows, met = [], True
     kinds = [*SYNC_KINDS[:3], "call + stream", *ASYNC_KINDS, "async call + stream"]
@@ -682,7 +694,7 @@ def bench_mock(
     )
     print(f"(medians of {len(samples['uninstrumented call'])} blocks per mode and kind, each "
           f"of {sizes['mock call']} calls or {sizes['mock stream']} streams; +us: median of "
-          "per-round differences over the uninstrumented client)")  # fmt: skip
+          "per-round ratios to the uninstrumented client, times its median)")  # fmt: skip
     print(f"runlog per chunk, from a {LONG_CHUNKS}- against a {MOCK_CHUNKS}-chunk stream: "
           f"{slope:+.2f} us")  # fmt: skip
     return met, slope
