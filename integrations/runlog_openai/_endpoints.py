@@ -10,6 +10,8 @@ is missing), and how to read a complete reply or one streamed item into a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from runlog_providers import Body, Endpoint, Reply, each
@@ -70,14 +72,57 @@ def _chat_result(reply: Reply, obj: Any) -> bool:
     return choices is not None
 
 
+_CHOICES = attrgetter("choices")
+_DELTA = attrgetter("delta")
+_CONTENT = attrgetter("content")
+_REFUSAL = attrgetter("refusal")
+_TOOL_CALLS = attrgetter("tool_calls")
+_FINISH = attrgetter("finish_reason")
+_USAGE = attrgetter("usage")
+_STR = frozenset({str})
+
+
+class _Unusual(Exception):
+    """A batch the quick reader leaves to the careful one."""
+
+
 def _chat_items(reply: Reply, chunks: Sequence[Any]) -> bool:
     """Read chat chunks; whether one carried content.
 
-    Runs over every chunk of every stream, a batch at a time: one loop with the
-    reply's fields in locals, and fields a chunk lacks (most of them, most of the time)
-    cost a ``getattr`` and no call (not even one to :func:`_chunk_usage_and_model`,
-    written out here).
+    Runs over every chunk of every stream, a batch at a time, so the common batch
+    (chunks of the client's models, text in ``delta.content``) is read by C code only:
+    one pass of ``attrgetter`` per field over the whole batch, no Python per chunk.
+    Anything else (a refusal, tool calls, a field missing or of another type) is read
+    by :func:`_chat_items_careful`, which the quick reader equals on what it accepts
+    (a property test checks): it changes nothing before it has accepted the batch.
     """
+    try:
+        choices = list(chain.from_iterable(map(_CHOICES, chunks)))
+        deltas = list(map(_DELTA, choices))
+        if any(map(_REFUSAL, deltas)) or any(map(_TOOL_CALLS, deltas)):
+            raise _Unusual
+        texts = list(filter(None, map(_CONTENT, deltas)))
+        if texts and not _STR.issuperset(map(type, texts)):
+            raise _Unusual
+        reasons = list(filter(None, map(_FINISH, choices)))
+        usages = list(filter(None, map(_USAGE, chunks)))
+    except Exception:  # an unusual batch: the careful reader, which never raises on shapes
+        return _chat_items_careful(reply, chunks)
+    reply.text.extend(texts)
+    for reason in reasons:
+        reply.finish(reason)
+    for usage in usages:
+        _chat_usage(reply, usage)
+    if reply.response_model is None:
+        for chunk in chunks:
+            reply.model(getattr(chunk, "model", None))
+            if reply.response_model is not None:
+                break
+    return bool(texts)
+
+
+def _chat_items_careful(reply: Reply, chunks: Sequence[Any]) -> bool:
+    """Read chat chunks of any shape, field by field (``getattr`` with defaults)."""
     texts = reply.text
     before = len(texts)
     add = texts.append

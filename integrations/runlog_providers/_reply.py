@@ -111,11 +111,22 @@ _MISSING = object()
 def get(obj: object, name: str) -> Any:
     """``obj[name]`` for mappings, else ``obj.name``; ``None`` when missing.
 
-    Runs a dozen times a call.  A field the response lacks is answered from the
-    object's own state where it can be (``__dict__``, pydantic's extras): a missing
-    attribute of a pydantic model goes through its ``__getattr__`` and an exception,
-    about 5 us each.
+    Runs a dozen times a call.  A field of a model is one lookup in its ``__dict__``
+    (pydantic keeps fields there); anything else goes the careful way (:func:`_get`).
     """
+    if obj is None:
+        return None
+    try:
+        return obj.__dict__[name]
+    except (AttributeError, KeyError, TypeError):
+        return _get(obj, name)
+
+
+def _get(obj: object, name: str) -> Any:
+    """:func:`get` for what is not a field in ``__dict__``.  A field the response lacks
+    is answered from the object's own state where it can be (pydantic's extras): a
+    missing attribute of a pydantic model goes through its ``__getattr__`` and an
+    exception, about 5 us each."""
     kind = type(obj)
     if kind is dict:
         return obj.get(name)  # type: ignore[attr-defined]

@@ -333,6 +333,8 @@ def _request_id(obj: object, header: str) -> str | None:
     found = getattr(obj, "_request_id", None)
     if isinstance(found, str):
         return found
+    if "_request_id" in getattr(type(obj), "__private_attributes__", ()):
+        return None  # a parsed model that has its own, not sent: it holds no response
     response = get(obj, "http_response") or get(obj, "response")  # get: a quick miss
     return _header(response, header)
 
