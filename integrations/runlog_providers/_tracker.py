@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._provider import Endpoint, Provider
 
 
+_UNSET = object()
 _UNPARSED = frozenset({Phase.SENT, Phase.RAW})
 _QUIET = frozenset({Phase.DOOMED, Phase.ENDED})
 """Phases in which closing the response does not end the call."""
@@ -330,11 +331,11 @@ class Tracker:
 
 def _request_id(obj: object, header: str) -> str | None:
     """The request id of a parsed model, a raw response or a stream."""
-    found = getattr(obj, "_request_id", None)
+    found = getattr(obj, "_request_id", _UNSET)
     if isinstance(found, str):
         return found
-    if "_request_id" in getattr(type(obj), "__private_attributes__", ()):
-        return None  # a parsed model that has its own, not sent: it holds no response
+    if found is None:  # a parsed model the client gave no id (none was sent): no response
+        return None
     response = get(obj, "http_response") or get(obj, "response")  # get: a quick miss
     return _header(response, header)
 
