@@ -108,9 +108,9 @@ def test_an_ordinary_batch_takes_the_quick_path(monkeypatch: Any) -> None:
                 "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": reason}],
             },
         )
-        for text, reason in (("ab", None), ("cd", None), (None, "stop"))
+        for text, reason in (("ab", None), ("cd", None), ("ef", None), (None, "stop"))
     ]
     reply = Reply()
     assert endpoints._chat_items(reply, chunks)
-    assert reply.text == ["ab", "cd"]
+    assert reply.text == ["ab", "cd", "ef"]
     assert (reply.finish_reason, reply.response_model) == ("stop", "gpt-4o-mini")

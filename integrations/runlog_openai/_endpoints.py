@@ -105,14 +105,18 @@ def _chat_items(reply: Reply, chunks: Sequence[Any]) -> bool:
         if texts and not _STR.issuperset(map(type, texts)):
             raise _Unusual
         reasons = list(filter(None, map(_FINISH, choices)))
+        if reasons and not _STR.issuperset(map(type, reasons)):
+            raise _Unusual
         usages = list(filter(None, map(_USAGE, chunks)))
     except Exception:  # an unusual batch: the careful reader, which never raises on shapes
         return _chat_items_careful(reply, chunks)
-    reply.text.extend(texts)
-    for reason in reasons:
-        reply.finish(reason)
-    for usage in usages:
-        _chat_usage(reply, usage)
+    if texts:
+        reply.text += texts
+    if reasons and reply.finish_reason is None:
+        reply.finish(reasons[0])
+    if usages:
+        for usage in usages:
+            _chat_usage(reply, usage)
     if reply.response_model is None:
         for chunk in chunks:
             reply.model(getattr(chunk, "model", None))

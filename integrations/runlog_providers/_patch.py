@@ -94,7 +94,9 @@ class Integration:
             provider=provider.name,
             **endpoint.inputs(body),
         )
-        options = copy.copy(options)  # never change the caller's options
+        # Never change the caller's options: a copy, by pydantic's __copy__ directly.
+        copier = getattr(type(options), "__copy__", None)
+        options = copier(options) if copier is not None else copy.copy(options)
         hide = None
         if stream and provider.prepare is not None:
             hide = provider.prepare(options, body, endpoint, settings)

@@ -100,7 +100,8 @@ class LLMCall:
             raise TypeError(f"runlog.llm_call(operation=...) must be a str, got {operation!r}")
         if provider is not None and (not isinstance(provider, str) or not provider):
             raise TypeError(f"runlog.llm_call(provider=...) must be a str, got {provider!r}")
-        _check_user_fields(fields, "runlog.llm_call()")
+        if fields:
+            _check_user_fields(fields, "runlog.llm_call()")
         self.model = model
         self._messages = list(messages) if messages is not None else None
         self._prompt = prompt
@@ -112,12 +113,15 @@ class LLMCall:
         self._text: list[str] | None = None
         self._ttft_ms: float | None = None
         self._token: Any = None
-        self._plan: tuple[bool, _Plan | None] | None = None
-        """What :meth:`_announce` found to count (for ``outputs``), for the count to reuse."""
+        self._plan: tuple[bool, _Plan | None, _tokens.TokenCounter | None] | None = None
+        """What :meth:`_announce` found to count (for ``outputs``) and the tokenizer it
+        told, for the count to reuse."""
         base: dict[str, Any] = {"model_name": model, "operation": operation, "stream": bool(stream)}
         if provider is not None:
             base["provider"] = provider
-        self._span = Span(_NAMES, {**base, **fields})
+        if fields:
+            base.update(fields)
+        self._span = Span(_NAMES, base)
 
     # -- what the caller tells us ----------------------------------------------------
     def record(
@@ -149,26 +153,29 @@ class LLMCall:
             self._input_tokens = _count_arg("input_tokens", input_tokens)
         if output_tokens is not None:
             self._output_tokens = _count_arg("output_tokens", output_tokens)
-        for name, number in (
-            ("cached_input_tokens", cached_input_tokens),
-            ("cache_write_input_tokens", cache_write_input_tokens),
-            ("reasoning_tokens", reasoning_tokens),
-        ):
-            if number is not None:
-                self._breakdown[name] = _count_arg(name, number)
+        if cached_input_tokens is not None:
+            self._breakdown["cached_input_tokens"] = _count_arg(
+                "cached_input_tokens", cached_input_tokens
+            )
+        if cache_write_input_tokens is not None:
+            self._breakdown["cache_write_input_tokens"] = _count_arg(
+                "cache_write_input_tokens", cache_write_input_tokens
+            )
+        if reasoning_tokens is not None:
+            self._breakdown["reasoning_tokens"] = _count_arg("reasoning_tokens", reasoning_tokens)
         if cost_usd is not None:
             self._cost_usd = _cost_arg(cost_usd)
         if text is not None:
             if self._text is None:
                 self._text = []
             self._text.append(text)
-        for key, value in (
-            ("finish_reason", finish_reason),
-            ("response_model", response_model),
-            ("request_id", request_id),
-        ):
-            if value is not None:
-                self._span.fields[key] = value
+        own = self._span.fields
+        if finish_reason is not None:
+            own["finish_reason"] = finish_reason
+        if response_model is not None:
+            own["response_model"] = response_model
+        if request_id is not None:
+            own["request_id"] = request_id
         if fields:
             self.set(**fields)
 
@@ -268,14 +275,17 @@ class LLMCall:
         if self._output_tokens is None or not outputs:
             output = (None, None)
         planned = self._plan
-        plan = (
-            planned[1] if planned is not None and planned[0] == outputs else self._to_count(outputs)
-        )
+        tokenizer = None
+        if planned is not None and planned[0] == outputs:
+            _, plan, tokenizer = planned
+        else:
+            plan = self._to_count(outputs)
         if plan is None:
             return inputs, output
         count_in, count_out, fixed, texts, recurring = plan
         unavailable: _Count = (None, "unavailable")
-        tokenizer = _tokens.tokenizer_for(self.model)
+        if tokenizer is None:
+            tokenizer = _tokens.tokenizer_for(self.model)
         counts = None if tokenizer is None else tokenizer.count_texts(texts, recurring=recurring)
         if count_in:
             inputs = (
@@ -309,13 +319,14 @@ class LLMCall:
         """Tell the tokenizer what this call will count, so that the calls completed
         together are counted together (one round trip to the helper for all of them)."""
         plan = self._to_count(outputs)
-        self._plan = (outputs, plan)  # the count that follows on this thread reuses it
+        self._plan = (outputs, plan, None)  # the count that follows on this thread reuses it
         if plan is None:
             return
         *_, texts, recurring = plan
         tokenizer = _tokens.tokenizer_for(self.model)
         if tokenizer is not None:
             tokenizer.want(texts[:recurring], texts[recurring:])
+            self._plan = (outputs, plan, tokenizer)  # the one told: it holds the batch
 
     def _token_fields(self) -> dict[str, Any]:
         (inp, in_src), (out, out_src) = self._counts(outputs=True)
@@ -378,6 +389,8 @@ class LLMCall:
 
 
 def _count_arg(name: str, value: object) -> int:
+    if type(value) is int and value >= 0:  # the common case, in one test
+        return value
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise TypeError(f"LLMCall.record({name}=...) must be a non-negative int, got {value!r}")
     return value
