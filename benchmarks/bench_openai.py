@@ -1,7 +1,7 @@
 """The cost of ``runlog.instrument_openai()``: OpenAI client calls with and without it,
 and beside OpenTelemetry's openai-v2 instrumentation.
 
-Four measures, each contender's work interleaved with the others' in the same run
+Five measures, each contender's work interleaved with the others' in the same run
 (order rotated each round), in fresh processes warmed up on calls and streams first
 (except the loop-lag probe, whose point is the first counted stream of a process):
 
@@ -46,6 +46,14 @@ Four measures, each contender's work interleaved with the others' in the same ru
    Target: < 1 us.  (It reaches into runlog's private stream code; when that moves, the
    row says so and the slope of measure 2 — CPU of a 250-chunk stream against a 50-chunk
    one — gives the same figure through the public API.)
+
+5. Python work.  The same in-memory call and 50-chunk stream, counted in Python
+   bytecodes executed (``sys.settrace`` with opcode events, on every thread: runlog's
+   writer and background thread, OpenTelemetry's export thread), per operation over
+   the uninstrumented client.  Deterministic where measure 2 moves with the host: it
+   shows what each contender's Python does, not its C work (runlog's SQLite insert
+   and JSON, tiktoken in the helper process) nor cache effects.  No target: it
+   explains measure 2.
 
 ``--profile`` runs cProfile over runlog's mode of measure 2 and prints where its CPU
 goes, per call and per stream.
@@ -518,6 +526,49 @@ def _print_runlog_stats(stats: Any, n: int) -> None:
         print(table(["function", "calls/op", "own us/op", "cum us/op"], cells))
 
 
+# -- child, measure 5: bytecodes ----------------------------------------------------------
+def work_ops(db: Path, n: int, modes: list[str]) -> dict[str, Any]:
+    """Bytecodes executed per call and per stream, every thread, for each mode."""
+    import threading
+
+    counting = [False]
+    executed = [0]
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode" and counting[0]:
+            executed[0] += 1
+        return tracer
+
+    threading.settrace(tracer)  # runlog's and OpenTelemetry's threads, started from here on
+    os.environ["RUNLOG_FLUSH_INTERVAL"] = "10"  # no idle wake-ups: the flush writes
+    import runlog
+
+    runlog.init(db=str(db), role="bench")
+    switch = Switch()
+    client = mock_client()
+    found: dict[str, float] = {}
+    for mode in modes:
+        switch.set(mode)
+        for kind in ("call", "stream"):
+            run = _mock_run(kind)
+            for _ in range(5):  # warm: imports, the tokenizer, first-use caches
+                run(client)
+            switch.flush()
+            time.sleep(0.2)
+            sys.settrace(tracer)
+            executed[0], counting[0] = 0, True
+            for _ in range(n):
+                run(client)
+            switch.flush()
+            time.sleep(0.2)  # background work that follows the flush (none expected)
+            counting[0] = False
+            sys.settrace(None)
+            found[f"{mode} {kind}"] = executed[0] / n
+    switch.set("uninstrumented")
+    return found
+
+
 # -- child, measure 4: the stream wrapper --------------------------------------------------
 def work_chunks(rounds: int) -> dict[str, Any]:
     """ns per ``next()`` on 200 parsed chunks, through the observer and bare."""
@@ -700,6 +751,33 @@ def bench_mock(
     return met, slope
 
 
+def bench_ops(tmp: Path, n: int, modes: list[str]) -> None:
+    """Measure 5: bytecodes per operation over the uninstrumented client."""
+    found = child(["--worker", "ops", "--db", str(tmp / "ops.db"), "--calls", str(n),
+                   "--modes", ",".join(["uninstrumented", *modes])])  # fmt: skip
+    rows = []
+    extra: dict[str, dict[str, float]] = {}
+    for kind in ("call", "stream"):
+        base = found[f"uninstrumented {kind}"]
+        extra[kind] = {m: found[f"{m} {kind}"] - base for m in modes}
+    extra["call + stream"] = {m: extra["call"][m] + extra["stream"][m] for m in modes}
+    for kind, by_mode in extra.items():
+        base = sum(found[f"uninstrumented {k}"] for k in kind.split(" + "))
+        row = [kind, f"{base:,.0f}", *(f"{by_mode[m]:+,.0f}" for m in modes)]
+        if OTEL in modes and by_mode[OTEL] > 0:
+            row.append(f"{by_mode['runlog'] / by_mode[OTEL]:.2f}x")
+        rows.append(row)
+    print(f"5. Python work: bytecodes executed per operation, every thread, in memory "
+          f"({n} of each; deterministic: C work and caches not included)")  # fmt: skip
+    headers = ["kind", "uninstr.", *(f"{m} +" for m in modes)]
+    if OTEL in modes:
+        headers.append("runlog / openai-v2")
+    print(table(headers, rows))
+    if OTEL in modes and extra["call + stream"][OTEL] > 0:
+        x = extra["call + stream"]["runlog"] / extra["call + stream"][OTEL]
+        record("OpenAI Python bytecodes, call + stream: runlog / openai-v2", x, None)
+
+
 def bench_lag(tmp: Path, repeat: int, streams: int) -> None:
     """Measure 3: fresh processes, alternating; the medians of their max and p99 lag."""
     found: dict[str, list[dict[str, Any]]] = {"uninstrumented": [], "runlog": []}
@@ -782,7 +860,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run: a smoke test")
     parser.add_argument("--profile", action="store_true", help="cProfile runlog's calls")
     parser.add_argument(
-        "--worker", choices=["client", "mock", "lag", "chunks", "profile"], help=argparse.SUPPRESS
+        "--worker",
+        choices=["client", "mock", "lag", "chunks", "profile", "ops"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -805,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker == "chunks":
         print(json.dumps(work_chunks(rounds)), flush=True)
+        return 0
+    if args.worker == "ops":
+        print(json.dumps(work_ops(args.db, sizes["call"], modes)), flush=True)
         return 0
     repeat = args.repeat or (1 if quick else 2)
     if args.worker == "profile":
@@ -832,6 +915,8 @@ def main(argv: list[str] | None = None) -> int:
             met &= mock_met
             print()
             bench_lag(tmp, args.repeat or (2 if quick else 6), 5 if quick else 20)
+            print()
+            bench_ops(tmp, 3 if quick else 10, ["runlog", *otel])
     finally:
         server.terminate()
         server.wait()
