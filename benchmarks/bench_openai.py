@@ -915,13 +915,14 @@ def main(argv: list[str] | None = None) -> int:
             met &= mock_met
             print()
             bench_lag(tmp, args.repeat or (2 if quick else 6), 5 if quick else 20)
-            print()
-            bench_ops(tmp, 3 if quick else 10, ["runlog", *otel])
     finally:
         server.terminate()
         server.wait()
     print()
     bench_chunks(50 if quick else 2000, slope)
+    print()
+    with tempfile.TemporaryDirectory(prefix="runlog-bench-openai-") as name:
+        bench_ops(Path(name), 3 if quick else 10, ["runlog", *otel])
     if not met:
         print("\nsome targets missed (see FAIL above)")
     if not otel:
