@@ -110,13 +110,11 @@ def _chat_items(reply: Reply, chunks: Sequence[Any]) -> bool:
         usages = list(filter(None, map(_USAGE, chunks)))
     except Exception:  # an unusual batch: the careful reader, which never raises on shapes
         return _chat_items_careful(reply, chunks)
-    if texts:
-        reply.text += texts
-    if reasons and reply.finish_reason is None:
-        reply.finish(reasons[0])
-    if usages:
-        for usage in usages:
-            _chat_usage(reply, usage)
+    reply.text += texts
+    if reasons:
+        reply.finish(reasons[0])  # the first is kept
+    for usage in usages:
+        _chat_usage(reply, usage)
     if reply.response_model is None:
         for chunk in chunks:
             reply.model(getattr(chunk, "model", None))
